@@ -1,0 +1,130 @@
+"""MLflow bookkeeping: the store, the experiment, and one run per training.
+
+Runs are created with `MlflowClient` (Lightning's `MLFlowLogger` then logs metrics into the
+same run by id), so that this module, not the logger, decides the run's tags, params and
+final status: an exception ends a run FAILED, Ctrl-C ends it KILLED, never RUNNING.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+
+# Hydra choice names -> MLflow tag names (the design choices the UI groups and filters by).
+CHOICE_TAGS = {
+    "model": "preset",
+    "model/activation": "activation",
+    "model/pooling": "pooling",
+    "model/connectivity": "connectivity",
+    "model/head": "head",
+    "model/loss": "loss",
+    "model/init": "init",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "data": "data",
+}
+RUN_NAME_PARTS = ("activation", "pooling", "connectivity", "head", "optimizer")
+
+
+class StoreError(RuntimeError):
+    """The MLflow store cannot be opened or written; the message says where and why."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def local_path(uri: str) -> Path | None:
+    """The folder behind a local artifact URI, or None for a remote one."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path)
+    return None
+
+
+def client_for(tracking_uri: str):
+    """An MlflowClient on `tracking_uri`, creating a local SQLite store's folder if needed."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the MLflow store folder {db.parent}: {e}") from e
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(client, name: str, artifact_root: str) -> str:
+    """The id of experiment `name`, created with its artifacts under `artifact_root`.
+
+    Safe against another process creating it at the same moment: the loser of the race
+    reads the winner's experiment instead of failing or landing in "Default".
+    """
+    for attempt in range(5):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            location = (
+                Path(artifact_root, name).as_uri()
+                if local_path(artifact_root)
+                else (f"{artifact_root.rstrip('/')}/{name}")
+            )
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as dotted keys -> strings, the form MLflow params take."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def tags_for(choices: dict[str, str | None], seed: int) -> dict[str, str]:
+    tags = {tag: str(choices[group]) for group, tag in CHOICE_TAGS.items() if group in choices}
+    tags["seed"] = str(seed)
+    return tags
+
+
+def run_name(tags: dict[str, str]) -> str:
+    parts = [tags[p] for p in RUN_NAME_PARTS if p in tags]
+    return "-".join([*parts, f"s{tags['seed']}"])
+
+
+def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None = None):
+    """Create the run with its tags and the whole resolved config as params."""
+    from mlflow.entities import Param
+
+    client = client_for(cfg.mlflow.tracking_uri)
+    try:
+        exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
+        tags = {**tags_for(choices, cfg.seed), **(extra_tags or {})}
+        run = client.create_run(exp_id, run_name=run_name(tags), tags=tags)
+    except StoreError:
+        raise
+    except Exception as e:
+        raise StoreError(
+            f"cannot open or write the MLflow store {cfg.mlflow.tracking_uri}: {e}. Point "
+            "mlflow.tracking_uri=... (or MLFLOW_TRACKING_URI) at a writable location."
+        ) from e
+    params = [Param(k, v) for k, v in flatten(cfg).items()]
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    return client, run

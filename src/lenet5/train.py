@@ -1,0 +1,147 @@
+"""`lenet5-train`: compose the config, train with Lightning, record the run in MLflow.
+
+    lenet5-train model=paper model/pooling=max trainer.max_epochs=3
+    lenet5-train -m model/activation=scaled_tanh,relu seed=0,1,2
+
+Heavy imports (torch, Lightning, MLflow) happen inside `train`, so that a config error is
+reported without paying for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lenet5.config import CONF_DIR, validate
+
+log = logging.getLogger("lenet5")
+
+
+def build_model(model_cfg: DictConfig):
+    """The LeNet-5 network of a `model` config, initialized as it says."""
+    from hydra.utils import instantiate
+
+    from lenet5.network import LeNet5
+
+    net = LeNet5(
+        activation=instantiate(model_cfg.activation),
+        pooling=instantiate(model_cfg.pooling),
+        connectivity=instantiate(model_cfg.connectivity),
+        head=instantiate(model_cfg.head),
+        in_channels=model_cfg.in_channels,
+        input_size=model_cfg.input_size,
+        num_classes=model_cfg.num_classes,
+    )
+    return instantiate(model_cfg.init)(net)
+
+
+def build_module(cfg: DictConfig):
+    from hydra.utils import instantiate
+
+    from lenet5.module import LeNet5Module
+
+    return LeNet5Module(
+        model=build_model(cfg.model),
+        loss=instantiate(cfg.model.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        num_classes=cfg.model.num_classes,
+    )
+
+
+def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
+    """Train and test one configuration; returns the test error (a fraction)."""
+    validate(cfg)
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from lenet5.network import n_trainable_params
+    from lenet5.tracking import local_path, start_run
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, seed=cfg.seed)
+    module = build_module(cfg)
+
+    client, run = start_run(cfg, choices)
+    run_id = run.info.run_id
+    log.info("MLflow run %s (%s) in %s", run.info.run_name, run_id, cfg.mlflow.tracking_uri)
+    try:
+        client.log_metric(run_id, "n_params", n_trainable_params(module.model))
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
+            client.log_artifacts(run_id, tmp)
+        # Checkpoints go straight into the run's artifact folder when it is local, so a
+        # crash still leaves them referenced from the run.
+        artifact_dir = local_path(run.info.artifact_uri)
+        ckpt_dir = (artifact_dir or Path(HydraConfig.get().runtime.output_dir)) / "checkpoints"
+        has_val = cfg.data.val_size > 0
+        checkpoint = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val/acc" if has_val else None,
+            mode="max",
+            save_last=True,
+        )
+        logger = MLFlowLogger(
+            tracking_uri=cfg.mlflow.tracking_uri,
+            experiment_name=cfg.mlflow.experiment_name,
+            run_id=run_id,
+        )
+        trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoint])
+        trainer.fit(module, datamodule=datamodule)
+        (result,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path="best" if has_val else None
+        )
+        if artifact_dir is None:
+            client.log_artifacts(run_id, str(ckpt_dir), "checkpoints")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as e:
+        # Lightning turns Ctrl-C into SystemExit(1) after its own graceful shutdown.
+        status = "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        client.set_tag(run_id, "failure_reason", f"{type(e).__name__}: {e}"[:5000])
+        client.set_terminated(run_id, status)
+        raise
+    log.info("test error %.4f (run %s)", result["test/error"], run_id)
+    return result["test/error"]
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The config `lenet5-train OVERRIDES...` would run, for notebooks and tests.
+
+    Keeps the `hydra` node (runtime choices, overrides) and registers it, as `@hydra.main`
+    does, so `train` sees the same state as from the shell.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run(overrides: list[str] = ()) -> float:
+    """Train one configuration given as command-line overrides; returns the test error."""
+    cfg = compose(overrides)
+    hc = cfg.hydra
+    choices, task = dict(hc.runtime.choices), list(hc.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return train(cfg, choices=choices, overrides=task)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    return train(cfg, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))

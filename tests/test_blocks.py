@@ -1,0 +1,163 @@
+"""The paper's blocks do what the paper says (sec. II-B, appendix A)."""
+
+import pytest
+import torch
+
+from lenet5.activation import ScaledTanh
+from lenet5.connectivity import SparseConv2d
+from lenet5.head import RBFHead, digit_bitmaps
+from lenet5.init import paper_uniform
+from lenet5.loss import MAPLoss, MLELoss
+from lenet5.network import LeNet5, n_trainable_params
+from lenet5.pooling import TrainableSubsampling
+from lenet5.train import build_model, compose
+
+TABLE_I = compose().model.connectivity.table  # the table as the config file states it
+
+
+def paper_model(*overrides):
+    return build_model(compose(list(overrides)).model)
+
+
+def test_scaled_tanh_fixed_points():
+    f = ScaledTanh()
+    assert f(torch.tensor(1.0)).item() == pytest.approx(1.0, abs=2e-5)
+    assert f(torch.tensor(-1.0)).item() == pytest.approx(-1.0, abs=2e-5)
+    assert f(torch.tensor(50.0)).item() == pytest.approx(1.7159)
+
+
+def test_parameter_counts_match_the_paper():
+    assert n_trainable_params(paper_model("model=paper")) == 60_000
+    assert n_trainable_params(paper_model("model=paper", "model/connectivity=full")) == 60_900
+
+
+def test_layer_parameter_counts():
+    model = paper_model("model=paper")
+    counts = {name: n_trainable_params(m) for name, m in model.named_children()}
+    assert counts["c1"] == 156 and counts["s2"] == 12 and counts["c3"] == 1516
+    assert counts["s4"] == 32 and counts["c5"] == 48_120 and counts["f6"] == 10_164
+    assert counts["head"] == 0
+
+
+def test_table_one_as_configured():
+    assert len(TABLE_I) == 16 and sum(len(r) for r in TABLE_I) == 60
+    assert list(TABLE_I[0]) == [0, 1, 2] and list(TABLE_I[15]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_sparse_c3_disconnected_map_cannot_change_output():
+    torch.manual_seed(0)
+    conv = SparseConv2d(6, 16, 5, [list(r) for r in TABLE_I])
+    x = torch.randn(2, 6, 14, 14)
+    base = conv(x)
+    for s2_map in range(6):
+        bumped = x.clone()
+        bumped[:, s2_map] += torch.randn(2, 14, 14) * 10
+        out = conv(bumped)
+        for c3_map, row in enumerate(TABLE_I):
+            changed = not torch.allclose(out[:, c3_map], base[:, c3_map])
+            assert changed == (s2_map in row), (s2_map, c3_map)
+
+
+def test_sparse_c3_disconnected_weights_get_no_gradient():
+    torch.manual_seed(0)
+    conv = SparseConv2d(6, 16, 5, [list(r) for r in TABLE_I])
+    assert conv.weight.shape == (60, 5, 5)  # no storage at all for the cut connections
+    before = conv.dense_weight().detach().clone()
+    conv(torch.randn(3, 6, 14, 14)).square().sum().backward()
+    assert conv.weight.grad.abs().flatten(1).sum(1).min() > 0  # every kept connection learns
+    torch.optim.SGD(conv.parameters(), lr=0.1).step()
+    after = conv.dense_weight().detach()
+    for c3_map, row in enumerate(TABLE_I):
+        for s2_map in range(6):
+            moved = not torch.equal(after[c3_map, s2_map], before[c3_map, s2_map])
+            assert moved == (s2_map in row), (c3_map, s2_map)
+            if s2_map not in row:
+                assert torch.all(after[c3_map, s2_map] == 0)
+
+
+def test_sparse_table_is_validated():
+    with pytest.raises(ValueError, match="row 1"):
+        SparseConv2d(6, 2, 5, [[0], [7]])
+    with pytest.raises(ValueError, match="2 rows but the layer has 3"):
+        SparseConv2d(6, 3, 5, [[0], [1]])
+
+
+def test_trainable_subsampling_is_sum_times_coefficient_plus_bias():
+    pool = TrainableSubsampling(2, torch.nn.Identity())
+    with torch.no_grad():
+        pool.weight.copy_(torch.tensor([0.5, -2.0]))
+        pool.bias.copy_(torch.tensor([1.0, 0.25]))
+    x = torch.arange(32.0).view(1, 2, 4, 4)
+    out = pool(x)
+    top_left_sum = x[0, :, :2, :2].sum(dim=(1, 2))
+    assert out.shape == (1, 2, 2, 2)
+    assert torch.allclose(out[0, :, 0, 0], top_left_sum * pool.weight + pool.bias)
+
+
+def test_bitmaps_are_plus_minus_one_and_distinct():
+    b = digit_bitmaps()
+    assert b.shape == (10, 84) and set(b.unique().tolist()) == {-1.0, 1.0}
+    assert len({tuple(r.tolist()) for r in b}) == 10
+
+
+def test_rbf_classifies_each_bitmap_as_its_digit():
+    head = RBFHead(84, 10)
+    scores = head(digit_bitmaps())
+    assert scores.argmax(1).tolist() == list(range(10))
+    assert torch.allclose(scores.diagonal(), torch.zeros(10), atol=1e-4)  # y_k = 0 at the centre
+    # scores are -y_i = -sum_j (x_j - w_ij)^2
+    x = torch.randn(4, 84)
+    expected = -((x[:, None, :] - digit_bitmaps()[None]) ** 2).sum(-1)
+    assert torch.allclose(head(x), expected, atol=1e-3)
+
+
+def test_rbf_centres_are_not_parameters():
+    head = RBFHead(84, 10)
+    assert list(head.parameters()) == []
+    with pytest.raises(ValueError, match="bitmaps for 10 digits only"):
+        RBFHead(84, 11)
+
+
+def test_mle_and_map_losses_follow_the_equations():
+    y = torch.tensor([[1.0, 4.0, 9.0], [2.0, 0.5, 3.0]])  # penalties
+    target = torch.tensor([0, 2])
+    assert MLELoss()(-y, target).item() == pytest.approx((1.0 + 3.0) / 2)
+    j = 0.1
+    expected = (
+        sum(
+            y[i, target[i]] + torch.log(torch.exp(torch.tensor(-j)) + torch.exp(-y[i]).sum())
+            for i in range(2)
+        )
+        / 2
+    )
+    assert MAPLoss(j)(-y, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_paper_init_bounds_follow_fan_in():
+    torch.manual_seed(0)
+    model = paper_model("model=paper")
+    paper_uniform(model)
+    assert model.c1.weight.abs().max() <= 2.4 / 25
+    assert model.c5.weight.abs().max() <= 2.4 / 400
+    assert model.f6.weight.abs().max() <= 2.4 / 120
+    assert model.c5.weight.abs().max() > 0.9 * 2.4 / 400  # uniform fills its range
+    c3 = model.c3
+    for o, row in enumerate(TABLE_I):
+        w = c3.weight[c3.out_idx == o]
+        assert w.abs().max() <= 2.4 / (25 * len(row))
+
+
+def test_input_size_too_small_is_refused():
+    with pytest.raises(ValueError, match="at least 32x32"):
+        LeNet5(torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.Conv2d, torch.nn.Linear, input_size=28)
+
+
+@pytest.mark.parametrize(("size", "channels", "classes"), [(32, 3, 2), (40, 1, 10)])
+def test_shapes_for_other_inputs(size, channels, classes):
+    model = paper_model(
+        "model=modern",
+        f"data.size={size}",
+        f"data.channels={channels}",
+        f"data.num_classes={classes}",
+    )
+    assert model(torch.randn(5, channels, size, size)).shape == (5, classes)

@@ -1,0 +1,112 @@
+"""Every option of every config group composes and trains a step; bad configs are refused."""
+
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+
+from lenet5.config import CONF_DIR, ConfigError, validate
+from lenet5.train import build_module, compose
+
+
+def all_options() -> list[tuple[str, str]]:
+    """(group, option) for every option file of every group under conf/."""
+    return sorted(
+        (str(path.parent.relative_to(CONF_DIR)), path.stem)
+        for path in CONF_DIR.rglob("*.yaml")
+        if path.parent != CONF_DIR
+    )
+
+
+# Losses pair with a head; everything else composes onto the default config as it is.
+COMPANIONS = {
+    ("model/loss", "cross_entropy"): ["model/head=softmax"],
+    ("model/loss", "mle"): ["model/head=rbf"],
+    ("model/loss", "map"): ["model/head=rbf"],
+}
+
+
+def test_the_groups_users_rely_on_exist():
+    options = set(all_options())
+    for group, names in {
+        "model/activation": ["scaled_tanh", "tanh", "relu", "sigmoid"],
+        "model/pooling": ["subsampling", "avg", "max"],
+        "model/connectivity": ["sparse", "full"],
+        "model/head": ["rbf", "softmax"],
+        "model": ["paper", "modern", "tutorial_tanh_avg", "tutorial_tanh_max"],
+        "data": ["mnist", "mnist_subset"],
+        "optimizer": ["sgd", "sgd_momentum", "adam"],
+    }.items():
+        for name in names:
+            assert (group, name) in options
+
+
+@pytest.mark.parametrize(("group", "option"), all_options())
+def test_every_option_composes_and_trains_a_step(group, option):
+    cfg = compose([f"{group}={option}", *COMPANIONS.get((group, option), [])])
+    validate(cfg)
+    assert cfg.hydra.runtime.choices[group] == option
+    datamodule = instantiate(cfg.data, seed=0)  # builds, loads nothing yet
+    assert datamodule.batch_size == cfg.data.batch_size
+    module = build_module(cfg)
+    c, s, k = cfg.model.in_channels, cfg.model.input_size, cfg.model.num_classes
+    x, y = torch.randn(4, c, s, s), torch.randint(0, k, (4,))
+    scores = module(x)
+    assert scores.shape == (4, k) and torch.isfinite(scores).all()
+    loss = module.loss(scores, y)
+    loss.backward()
+    optim = module.configure_optimizers()
+    optim = optim["optimizer"] if isinstance(optim, dict) else optim
+    before = [p.detach().clone() for p in module.parameters()]
+    optim.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
+
+
+def test_presets_pick_the_documented_choices():
+    expected = {
+        "paper": ("scaled_tanh", "subsampling", "sparse", "rbf", "mle"),
+        "modern": ("relu", "max", "full", "softmax", "cross_entropy"),
+        "tutorial_tanh_avg": ("tanh", "avg", "full", "softmax", "cross_entropy"),
+        "tutorial_tanh_max": ("tanh", "max", "full", "softmax", "cross_entropy"),
+    }
+    for preset, choices in expected.items():
+        got = compose([f"model={preset}"]).hydra.runtime.choices
+        groups = ("activation", "pooling", "connectivity", "head", "loss")
+        assert tuple(got[f"model/{g}"] for g in groups) == choices, preset
+
+
+def test_one_choice_flips_on_top_of_a_preset():
+    cfg = compose(["model=paper", "model/pooling=max", "model/loss=map", "model.loss.j=0.5"])
+    assert cfg.model.pooling._target_ == "torch.nn.MaxPool2d"
+    assert cfg.model.connectivity._target_.endswith("SparseConv2d")
+    assert cfg.model.loss.j == 0.5
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        compose(["model/activation=swishy"])
+    message = str(err.value)
+    for valid in ("scaled_tanh", "tanh", "relu", "sigmoid"):
+        assert valid in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is invalid: it must be a number > 0"),
+        (["optimizer.lr=abc"], "optimizer.lr='abc' is invalid"),
+        (["data.batch_size=0"], "data.batch_size=0 is invalid: it must be an integer >= 1"),
+        (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5 is invalid"),
+        (["data.size=28"], "at least 32x32"),
+        (["model/head=rbf", "data.num_classes=12"], "10 digits only"),
+        (
+            ["model/head=softmax", "model/loss=mle"],
+            "use model/head=rbf, or model/loss=cross_entropy",
+        ),
+        (["model/head=rbf", "model/loss=cross_entropy"], "model/loss=mle or model/loss=map"),
+    ],
+)
+def test_impossible_configs_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(overrides))
+    assert message in str(err.value)

@@ -1,0 +1,114 @@
+"""A training run leaves a complete, truthful record in the MLflow store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK
+
+from lenet5.head import digit_bitmaps
+from lenet5.train import run
+
+DESIGN_TAGS = ("activation", "pooling", "connectivity", "head", "init", "optimizer", "data")
+
+
+def only_run(client, experiment="test"):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def artifact_paths(client, run_id, path=None) -> set[str]:
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def test_run_is_recorded_with_params_tags_metrics_and_artifacts(store, client, tmp_path):
+    error = run([*QUICK, *store, "seed=3"])
+    rec = only_run(client)
+    assert rec.info.status == "FINISHED"
+    assert rec.info.run_name == "scaled_tanh-subsampling-sparse-rbf-adam-s3"
+    tags = rec.data.tags
+    assert {t: tags[t] for t in DESIGN_TAGS} == {
+        "activation": "scaled_tanh",
+        "pooling": "subsampling",
+        "connectivity": "sparse",
+        "head": "rbf",
+        "init": "paper",
+        "optimizer": "adam",
+        "data": "mnist_subset",
+    }
+    params = rec.data.params
+    assert params["optimizer.lr"] == "0.001"
+    assert params["model.pooling._target_"] == "lenet5.pooling.TrainableSubsampling"
+    assert params["seed"] == "3" and params["trainer.max_epochs"] == "1"
+    assert params["mlflow.tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"  # resolved
+    m = rec.data.metrics
+    assert m["n_params"] == 60_000
+    for key in ("train/loss", "val/loss", "val/acc", "test/acc", "test/error"):
+        assert key in m
+    assert m["test/error"] == pytest.approx(1 - m["test/acc"]) == pytest.approx(error)
+    class_acc = [m[f"test/acc_class_{k}"] for k in range(10)]
+    assert all(0 <= a <= 1 for a in class_acc)
+    assert min(class_acc) <= m["test/acc"] <= max(class_acc)
+    assert {"config.yaml", "overrides.yaml", "checkpoints/best.ckpt"} <= artifact_paths(
+        client, rec.info.run_id
+    )
+    overrides = Path(rec.info.artifact_uri.removeprefix("file://"), "overrides.yaml").read_text()
+    assert "seed=3" in overrides
+
+
+def test_rbf_centres_unchanged_by_training(store, client):
+    run([*QUICK, *store, "optimizer.lr=0.01"])
+    rec = only_run(client)
+    ckpt = Path(rec.info.artifact_uri.removeprefix("file://"), "checkpoints/best.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(state["model.head.centres"], digit_bitmaps())
+    assert not any(k.startswith("model.head.") and k != "model.head.centres" for k in state)
+
+
+def test_exception_ends_the_run_failed_with_its_reason(store, client):
+    # val_size larger than the subset's 4,000 training digits fails inside fit().
+    with pytest.raises(Exception, match="leaves no training data"):
+        run([*QUICK, *store, "data.val_size=4000"])
+    rec = only_run(client)
+    assert rec.info.status == "FAILED"
+    assert "leaves no training data" in rec.data.tags["failure_reason"]
+
+
+def test_new_activation_by_config_file_alone(store, client, tmp_path):
+    extra = tmp_path / "extra_conf"
+    (extra / "model/activation").mkdir(parents=True)
+    (extra / "model/activation/gelu.yaml").write_text("_target_: torch.nn.GELU\n_partial_: true\n")
+    run([*QUICK, *store, f"hydra.searchpath=[file://{extra}]", "model/activation=gelu"])
+    rec = only_run(client)
+    assert rec.info.status == "FINISHED"
+    assert rec.data.tags["activation"] == "gelu"
+    assert rec.data.params["model.activation._target_"] == "torch.nn.GELU"
+
+
+def test_cli_runs_and_records(tmp_path):
+    uri = f"sqlite:///{tmp_path}/cli.db"
+    proc = subprocess.run(
+        [
+            Path(sys.executable).with_name("lenet5-train"),
+            *QUICK,
+            "model=modern",
+            f"mlflow.tracking_uri={uri}",
+            f"mlflow.artifact_root={tmp_path}/art",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    rec = only_run(MlflowClient(uri), "lenet5")
+    assert rec.info.status == "FINISHED" and rec.data.tags["head"] == "softmax"
+    assert rec.data.metrics["n_params"] == 61_706  # modern LeNet-5: full C3 + linear head
