@@ -128,3 +128,10 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[i : i + 100])
     return client, run
+
+
+def record_failure(cfg: DictConfig, choices: dict, extra_tags: dict[str, str], error: Exception):
+    """A FAILED run for a job that was refused before training (e.g. a bad sweep value)."""
+    client, run = start_run(cfg, choices, extra_tags)
+    client.set_tag(run.info.run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
+    client.set_terminated(run.info.run_id, "FAILED")

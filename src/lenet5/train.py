@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lenet5.config import CONF_DIR, validate
+from lenet5.config import CONF_DIR, ConfigError, validate
 
 log = logging.getLogger("lenet5")
 
@@ -56,7 +56,26 @@ def build_module(cfg: DictConfig):
 
 def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     """Train and test one configuration; returns the test error (a fraction)."""
-    validate(cfg)
+    from lenet5 import sweep
+
+    in_sweep = sweep.current()
+    sweep_tags = (
+        {
+            "mlflow.parentRunId": in_sweep["parent_run_id"],
+            "lenet5.sweep_id": in_sweep["sweep_id"],
+            "lenet5.study": in_sweep["study"],
+        }
+        if in_sweep
+        else {}
+    )
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        if in_sweep:  # a sweep's record must show the job, and why it never trained
+            from lenet5.tracking import record_failure
+
+            record_failure(cfg, choices, sweep_tags, e)
+        raise
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
@@ -72,7 +91,7 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     datamodule = instantiate(cfg.data, seed=cfg.seed)
     module = build_module(cfg)
 
-    client, run = start_run(cfg, choices)
+    client, run = start_run(cfg, choices, sweep_tags)
     run_id = run.info.run_id
     log.info("MLflow run %s (%s) in %s", run.info.run_name, run_id, cfg.mlflow.tracking_uri)
     try:
@@ -101,7 +120,10 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
         trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoint])
         trainer.fit(module, datamodule=datamodule)
         (result,) = trainer.test(
-            module, datamodule=datamodule, ckpt_path="best" if has_val else None
+            module,
+            datamodule=datamodule,
+            ckpt_path="best" if has_val else None,
+            verbose=not in_sweep,  # a table per job would bury the sweep's progress lines
         )
         if artifact_dir is None:
             client.log_artifacts(run_id, str(ckpt_dir), "checkpoints")
@@ -143,5 +165,15 @@ def run(overrides: list[str] = ()) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
+    from hydra.types import RunMode
+
     hc = HydraConfig.get()
-    return train(cfg, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))
+    try:
+        return train(cfg, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))
+    except Exception:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one failed job must not stop the others: its run is already FAILED
+        # with the reason, and the sweep's end reports it and exits non-zero.
+        log.exception("job %s failed; the sweep goes on", hc.job.num)
+        return float("nan")

@@ -1,0 +1,172 @@
+"""One MLflow parent run per Hydra multirun, created before any job starts.
+
+Registered as a Hydra callback in conf/config.yaml. Before the launcher starts a job it
+creates the store, the experiment and the parent run, so parallel jobs never race to
+create them (on a fresh SQLite store that race loses most runs, see stack-facts). Jobs
+find the parent through the environment (the launcher's workers inherit it) and become
+its children. At the end, the parent records how many children finished and failed, and
+the sweep exits non-zero if any did not finish.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("lenet5.sweep")
+ENV = "LENET5_SWEEP"  # JSON: parent run id, sweep id, study, store
+
+
+class SweepFailed(SystemExit):
+    """Ends the sweep with exit status 1 and this message.
+
+    A SystemExit, because Hydra turns any Exception raised in a callback into a warning
+    and would exit 0.
+    """
+
+
+def current() -> dict | None:
+    """The sweep this process runs a job of, or None outside a sweep."""
+    raw = os.environ.get(ENV)
+    return json.loads(raw) if raw else None
+
+
+def count_jobs(cfg: DictConfig) -> int:
+    """Jobs in the sweep: the product of the sweep values of every override."""
+    params = cfg.hydra.sweeper.get("params") or {}
+    args = [*cfg.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+    total = 1
+    seen: set[str] = set()
+    for override in OverridesParser.create().parse_overrides(args):
+        key = override.get_key_element()
+        if key in seen:  # the command line wins over the study file, as in Hydra
+            continue
+        seen.add(key)
+        if override.is_sweep_override():
+            total *= len(list(override.sweep_string_iterator()))
+    return total
+
+
+def children_status(client, experiment_id: str, sweep_id: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    runs = client.search_runs(
+        [experiment_id], f"tags.`lenet5.sweep_id` = '{sweep_id}'", max_results=50_000
+    )
+    for run in runs:
+        if run.data.tags.get("lenet5.role") != "sweep":
+            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    return counts
+
+
+class MLflowSweep(Callback):
+    def __init__(self) -> None:
+        self.state: dict[str, Any] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._open(config)
+        except Exception as e:  # no parent run, no sweep: stop before any job starts
+            raise SweepFailed(f"lenet5: cannot start the sweep's MLflow parent run: {e}") from e
+
+    def _open(self, cfg: DictConfig) -> None:
+        from lenet5.tracking import client_for, ensure_experiment
+
+        client = client_for(cfg.mlflow.tracking_uri)
+        exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
+        study = cfg.study.name or "adhoc"
+        sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        expected = count_jobs(cfg)
+        tags = {
+            "lenet5.role": "sweep",
+            "lenet5.sweep_id": sweep_id,
+            "lenet5.study": study,
+            "lenet5.factors": json.dumps(list(cfg.study.factors)),
+            "lenet5.baseline": json.dumps(OmegaConf.to_container(cfg.study.baseline) or {}),
+            "lenet5.expected_runs": str(expected),
+        }
+        parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=tags)
+        run_id = parent.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            overrides = list(cfg.hydra.overrides.task)
+            Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+            params = cfg.hydra.sweeper.get("params") or OmegaConf.create()
+            Path(tmp, "sweep_params.yaml").write_text(OmegaConf.to_yaml(params))
+            study_file = cfg.study.get("file")
+            if study_file and Path(study_file).is_file():
+                client.log_artifact(run_id, study_file, "study")
+            client.log_artifacts(run_id, tmp)
+        self.state = {
+            "parent_run_id": run_id,
+            "sweep_id": sweep_id,
+            "study": study,
+            "experiment_id": exp_id,
+            "tracking_uri": cfg.mlflow.tracking_uri,
+            "expected": expected,
+        }
+        os.environ[ENV] = json.dumps(self.state)
+        # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        atexit.register(self._close, "KILLED")
+        log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, expected, run_id)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        info = current()
+        if info is None:
+            return
+        from lenet5.tracking import client_for
+
+        counts = children_status(
+            client_for(info["tracking_uri"]), info["experiment_id"], info["sweep_id"]
+        )
+        done = counts.get("FINISHED", 0)
+        failed = sum(v for k, v in counts.items() if k in ("FAILED", "KILLED"))
+        log.info(
+            "sweep %s: %d/%d finished, %d failed", info["sweep_id"], done, info["expected"], failed
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summary = self._close(None)
+        if summary and summary["missing"] + summary["failed"]:
+            raise SweepFailed(
+                f"sweep {summary['sweep_id']}: {summary['finished']} of {summary['expected']} "
+                f"jobs finished, {summary['failed']} failed, {summary['missing']} missing; "
+                f"see the FAILED runs under parent run {summary['parent_run_id']} (tag "
+                "failure_reason)"
+            )
+
+    def _close(self, status: str | None) -> dict | None:
+        """Record the children's counts on the parent and end it; idempotent."""
+        if self.state is None:
+            return None
+        state, self.state = self.state, None
+        os.environ.pop(ENV, None)
+        from lenet5.tracking import client_for
+
+        client = client_for(state["tracking_uri"])
+        counts = children_status(client, state["experiment_id"], state["sweep_id"])
+        finished = counts.get("FINISHED", 0)
+        failed = sum(v for k, v in counts.items() if k in ("FAILED", "KILLED"))
+        missing = max(state["expected"] - finished - failed, 0)
+        run_id = state["parent_run_id"]
+        for key, value in (("children_finished", finished), ("children_failed", failed)):
+            client.log_metric(run_id, key, value)
+        client.log_metric(run_id, "children_missing", missing)
+        if status is None:
+            status = "FINISHED" if finished == state["expected"] else "FAILED"
+        client.set_terminated(run_id, status)
+        return {**state, "finished": finished, "failed": failed, "missing": missing}
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

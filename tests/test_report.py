@@ -1,0 +1,327 @@
+"""`lenet5-report` reads a sweep back from MLflow and reports the right numbers.
+
+No training: sweeps are written straight into a temporary SQLite store with MlflowClient,
+one experiment per test (creating a store costs ~3 s, so the store is shared).
+"""
+
+import csv
+import itertools
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lenet5.report import main, retry, summarize
+
+FACTORS = ["activation", "pooling", "connectivity", "head"]
+BASELINE = {
+    "activation": "scaled_tanh",
+    "pooling": "subsampling",
+    "connectivity": "sparse",
+    "head": "rbf",
+}
+FLIPPED = {"activation": "relu", "pooling": "max", "connectivity": "full", "head": "softmax"}
+# Effect of each flipped level on the test error (fraction), to make the contrasts visible.
+EFFECT = {"relu": -0.004, "max": -0.002, "full": 0.001, "softmax": -0.006}
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture
+def exp(client, tmp_path, request):
+    """A fresh experiment for each test, with its artifacts in tmp_path."""
+    name = request.node.name
+    client.create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
+    return name
+
+
+_clock = itertools.count(1_700_000_000_000, 1000)  # strictly increasing start times
+
+
+def make_sweep(client, exp, sweep_id, study, jobs, expected=None, parent_status="FINISHED"):
+    """A parent run and one child per job: (levels dict, seed, error or None, status)."""
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    parent = client.create_run(
+        exp_id,
+        start_time=next(_clock),
+        run_name=f"sweep-{sweep_id}",
+        tags={
+            "lenet5.role": "sweep",
+            "lenet5.sweep_id": sweep_id,
+            "lenet5.study": study,
+            "lenet5.factors": json.dumps(FACTORS),
+            "lenet5.baseline": json.dumps(BASELINE),
+            "lenet5.expected_runs": str(expected if expected is not None else len(jobs)),
+        },
+    )
+    pid = parent.info.run_id
+    for levels, seed, error, status in jobs:
+        tags = {
+            "mlflow.parentRunId": pid,
+            "lenet5.sweep_id": sweep_id,
+            "lenet5.study": study,
+            **levels,
+            "seed": str(seed),
+        }
+        if status == "FAILED":
+            tags["failure_reason"] = "RuntimeError: boom"
+        name = "-".join(levels[f] for f in FACTORS) + f"-s{seed}"
+        child = client.create_run(exp_id, start_time=next(_clock), run_name=name, tags=tags)
+        if error is not None:
+            client.log_metric(child.info.run_id, "test/error", error)
+            client.log_metric(child.info.run_id, "test/acc", 1 - error)
+        if status != "RUNNING":
+            client.set_terminated(child.info.run_id, status)
+    if parent_status != "RUNNING":
+        client.set_terminated(pid, parent_status)
+    return pid
+
+
+def error_of(levels, seed):
+    return 0.012 + sum(EFFECT.get(v, 0) for v in levels.values()) + 0.0007 * ((seed * 7) % 3 - 1)
+
+
+def one_at_a_time_jobs(seeds=(0, 1, 2)):
+    configs = [dict(BASELINE)] + [{**BASELINE, f: FLIPPED[f]} for f in FACTORS]
+    return [
+        (c, s, error_of(c, s) + 0.0001 * i, "FINISHED")
+        for i, c in enumerate(configs)
+        for s in seeds
+    ]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def report(uri, exp, out, *extra) -> int:
+    return main(["--tracking-uri", uri, "--experiment", exp, "--out", str(out), *extra])
+
+
+def test_numbers_equal_an_independent_recomputation(client, uri, exp, tmp_path, capsys):
+    make_sweep(client, exp, "oat-1", "one_at_a_time", one_at_a_time_jobs())
+    assert report(uri, exp, tmp_path / "out") == 0
+    rows = read_csv(tmp_path / "out/report.csv")
+
+    # Read the runs back from MLflow and recompute with numpy/scipy.
+    runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+    def errors(factor, level):
+        return np.array(
+            [
+                100 * r.data.metrics["test/error"]
+                for r in children
+                if r.data.tags[factor] == level
+                and all(r.data.tags[g] == BASELINE[g] for g in FACTORS if g != factor)
+            ]
+        )
+
+    for row in rows:
+        assert row["section"] == "simple"
+        a, b = errors(row["factor"], row["level"]), errors(row["factor"], BASELINE[row["factor"]])
+        assert int(row["n"]) == len(a) == 3
+        assert float(row["mean_error_pct"]) == pytest.approx(a.mean(), rel=1e-5)
+        assert float(row["std_error_pct"]) == pytest.approx(a.std(ddof=1), rel=1e-5)
+        half = stats.t.ppf(0.975, len(a) - 1) * stats.sem(a)
+        assert float(row["mean_ci95_half_pct"]) == pytest.approx(half, rel=1e-5)
+        assert float(row["diff_pct"]) == pytest.approx(a.mean() - b.mean(), rel=1e-5, abs=1e-9)
+        if row["is_baseline"] == "1":
+            assert row["level"] == BASELINE[row["factor"]]
+            assert row["diff_ci95_low_pct"] == row["diff_ci95_high_pct"] == ""
+        else:
+            ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert float(row["diff_ci95_low_pct"]) == pytest.approx(ci.low, rel=1e-5)
+            assert float(row["diff_ci95_high_pct"]) == pytest.approx(ci.high, rel=1e-5)
+
+
+def test_one_at_a_time_contrasts(client, uri, exp, tmp_path, capsys):
+    make_sweep(client, exp, "oat-2", "one_at_a_time", one_at_a_time_jobs())
+    assert report(uri, exp, tmp_path) == 0
+    rows = read_csv(tmp_path / "report.csv")
+    # One section, each factor: baseline + its flipped level, 3 seeds each.
+    assert {(r["section"], r["factor"], r["level"]) for r in rows} == {
+        ("simple", f, lvl) for f in FACTORS for lvl in (BASELINE[f], FLIPPED[f])
+    }
+    assert all(r["n"] == "3" for r in rows)
+    for f in FACTORS:
+        (flip,) = [r for r in rows if r["factor"] == f and r["level"] == FLIPPED[f]]
+        # Seed noise is the same on both sides, so the contrast is the effect (+ the offsets).
+        i = FACTORS.index(f) + 1
+        assert float(flip["diff_pct"]) == pytest.approx(100 * (EFFECT[FLIPPED[f]] + 0.0001 * i))
+    # Sorted by mean within a factor: the better level first.
+    act = [r for r in rows if r["factor"] == "activation"]
+    assert [r["level"] for r in act] == ["relu", "scaled_tanh"]
+    text = capsys.readouterr().out
+    assert "Main effects" not in text
+    assert "scaled_tanh (baseline)" in text
+    assert "runs: 15 finished / 0 failed / 0 killed / 0 running / 15 expected" in text
+
+
+def test_factorial_design_gets_main_effects(client, uri, exp, tmp_path):
+    jobs = []
+    for act, pool in itertools.product(["scaled_tanh", "relu"], ["subsampling", "max"]):
+        levels = {**BASELINE, "activation": act, "pooling": pool}
+        jobs += [(levels, s, error_of(levels, s), "FINISHED") for s in (0, 1)]
+    make_sweep(client, exp, "fact-1", "factorial", jobs)
+    assert report(uri, exp, tmp_path) == 0
+    rows = read_csv(tmp_path / "report.csv")
+    main_rows = {(r["factor"], r["level"]): r for r in rows if r["section"] == "main"}
+    simple = {(r["factor"], r["level"]): r for r in rows if r["section"] == "simple"}
+    # Main effect: marginal over pooling, 2 pooling levels x 2 seeds.
+    assert main_rows["activation", "relu"]["n"] == "4"
+    relu = [j[2] for j in jobs if j[0]["activation"] == "relu"]
+    assert float(main_rows["activation", "relu"]["mean_error_pct"]) == pytest.approx(
+        100 * np.mean(relu)
+    )
+    # Simple effect: pooling held at its baseline, 2 seeds.
+    assert simple["activation", "relu"]["n"] == "2"
+    # Factors the study never varied have only their baseline level.
+    assert main_rows["head", "rbf"]["n"] == "8" and simple["head", "rbf"]["n"] == "2"
+    assert "## Main effects" in (tmp_path / "report.md").read_text()
+
+
+def test_failed_excluded_and_listed_running_and_missing_reported(
+    client, uri, exp, tmp_path, capsys
+):
+    jobs = one_at_a_time_jobs()
+    relu = {**BASELINE, "activation": "relu"}
+    jobs[3] = (relu, 0, 0.9, "FAILED")  # a logged error of a failed run must not count
+    jobs[4] = (relu, 1, None, "RUNNING")
+    pid = make_sweep(
+        client, exp, "oat-3", "one_at_a_time", jobs, expected=17, parent_status="RUNNING"
+    )
+    assert report(uri, exp, tmp_path) == 0
+    text = capsys.readouterr().out
+    assert "runs: 13 finished / 1 failed / 0 killed / 1 running / 17 expected" in text
+    assert "3 runs still missing (1 running, 2 not started)" in text
+    assert "relu-subsampling-sparse-rbf-s0 [FAILED]: RuntimeError: boom" in text
+    rows = read_csv(tmp_path / "report.csv")
+    (row,) = [r for r in rows if r["level"] == "relu"]
+    assert row["n"] == "1" and float(row["mean_error_pct"]) < 5
+    assert row["std_error_pct"] == row["diff_ci95_low_pct"] == ""  # n < 2: no spread, no CI
+    assert "n/a" in text
+    assert client.get_run(pid).info.status == "RUNNING"  # reporting does not end the sweep
+
+
+def test_files_written_and_logged_to_parent_without_changing_it(client, uri, exp, tmp_path):
+    pid = make_sweep(client, exp, "oat-4", "one_at_a_time", one_at_a_time_jobs())
+    before = client.get_run(pid)
+    out = tmp_path / "out"
+    assert report(uri, exp, out) == 0
+    for name in ("report.md", "report.csv", "report.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = read_csv(out / "report.csv")
+    assert len(rows) == 8 and all(r["sweep_id"] == "oat-4" for r in rows)
+    logged = {f.path for f in client.list_artifacts(pid, "report")}
+    assert logged == {"report/report.md", "report/report.csv", "report/report.png"}
+    after = client.get_run(pid)
+    assert after.info.status == before.info.status == "FINISHED"
+    assert after.info.end_time == before.info.end_time
+    assert after.data.tags == before.data.tags and after.data.metrics == before.data.metrics
+
+
+def test_study_picks_latest_sweep_and_unknown_id_exits_2(client, uri, exp, tmp_path, capsys):
+    jobs = one_at_a_time_jobs(seeds=(0,))
+    make_sweep(client, exp, "old", "one_at_a_time", jobs)
+    make_sweep(client, exp, "new", "one_at_a_time", jobs)
+    make_sweep(client, exp, "other", "factorial", jobs)  # latest overall, other study
+    assert report(uri, exp, tmp_path, "--study", "one_at_a_time", "--no-log") == 0
+    assert "sweep id: new" in capsys.readouterr().out
+    assert report(uri, exp, tmp_path, "--no-log") == 0
+    assert "sweep id: other" in capsys.readouterr().out
+
+    assert report(uri, exp, tmp_path, "--sweep-id", "nope") == 2
+    err = capsys.readouterr().err
+    assert "sweep id 'nope'" in err and f"experiment {exp!r}" in err
+    assert "old (study one_at_a_time" in err and "other (study factorial" in err
+    assert report(uri, "no-such-experiment", tmp_path) == 2
+    assert "no experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_missing_store_is_not_created(tmp_path, capsys):
+    db = tmp_path / "absent.db"
+    assert main(["--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert "no MLflow store" in capsys.readouterr().err and not db.exists()
+
+
+def test_watch_follows_until_the_sweep_ends(client, uri, exp, tmp_path, monkeypatch, capsys):
+    pid = make_sweep(
+        client, exp, "w", "one_at_a_time", one_at_a_time_jobs(), parent_status="RUNNING"
+    )
+    # Instead of waiting, the "sleep" ends the sweep as the sweep itself would.
+    monkeypatch.setattr("lenet5.report.time.sleep", lambda s: client.set_terminated(pid))
+    assert report(uri, exp, tmp_path, "--watch", "5", "--no-log") == 0
+    out = capsys.readouterr().out
+    assert "(RUNNING)" in out and "(FINISHED)" in out and "parent run: " in out
+
+
+def test_summarize_pure():
+    runs = (
+        [{"status": "FINISHED", "tags": {**BASELINE}, "error": e} for e in (0.01, 0.02)]
+        + [
+            {"status": "FINISHED", "tags": {**BASELINE, "head": "softmax"}, "error": e}
+            for e in (0.03, 0.05)
+        ]
+        + [{"status": "KILLED", "tags": {**BASELINE, "head": "softmax"}, "error": 0.5}]
+    )
+    rows = summarize(runs, FACTORS, BASELINE)
+    head = [r for r in rows if r["factor"] == "head"]
+    assert [r["level"] for r in head] == ["rbf", "softmax"]
+    assert head[1]["mean"] == pytest.approx(4.0) and head[1]["diff"] == pytest.approx(2.5)
+    assert head[0]["is_baseline"] and head[0]["diff"] == 0.0
+    assert all(r["section"] == "simple" for r in rows)
+
+
+def test_retry_rides_out_a_locked_database(monkeypatch):
+    monkeypatch.setattr("lenet5.report.time.sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):  # other errors are not retried
+        retry(lambda: (calls.append(1), int("x")))
+
+
+def test_report_waits_for_a_writer_holding_the_lock(client, uri, exp, tmp_path, capsys):
+    make_sweep(client, exp, "locked", "one_at_a_time", one_at_a_time_jobs(seeds=(0,)))
+    held = threading.Event()
+
+    def writer():
+        con = sqlite3.connect(uri.removeprefix("sqlite:///"))
+        con.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(0.5)
+        con.rollback()
+        con.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait()
+    try:
+        assert report(uri, exp, tmp_path) == 0
+    finally:
+        thread.join()
+    assert "sweep id: locked" in capsys.readouterr().out
