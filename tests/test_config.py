@@ -5,17 +5,20 @@ import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from lenet5.config import CONF_DIR, ConfigError, validate
+from lenet5.config import CONF_DIR, EXPERIMENTS_DIR, ConfigError, validate
+from lenet5.sdlm import SDLM
 from lenet5.train import build_module, compose
 
 
 def all_options() -> list[tuple[str, str]]:
-    """(group, option) for every option file of every group under conf/."""
-    return sorted(
+    """(group, option) for every option file of every group under conf/, studies included."""
+    options = [
         (str(path.parent.relative_to(CONF_DIR)), path.stem)
         for path in CONF_DIR.rglob("*.yaml")
         if path.parent != CONF_DIR
-    )
+    ]
+    options += [("experiment", path.stem) for path in EXPERIMENTS_DIR.glob("*.yaml")]
+    return sorted(set(options))
 
 
 # Losses pair with a head; everything else composes onto the default config as it is.
@@ -57,6 +60,8 @@ def test_every_option_composes_and_trains_a_step(group, option):
     loss.backward()
     optim = module.configure_optimizers()
     optim = optim["optimizer"] if isinstance(optim, dict) else optim
+    if isinstance(optim, SDLM):  # its curvature is estimated before each pass by the module
+        optim.estimate_hessian(module.model, module.loss, x, y)
     before = [p.detach().clone() for p in module.parameters()]
     optim.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,85 @@ def test_study_file_runs_scaled_down_from_the_shell(tmp_path):
         ]
     )
     assert all(c.data.tags["data"] == "mnist_subset" for c in children)
+
+
+def test_new_study_and_new_option_by_files_alone(tmp_path):
+    extra = tmp_path / "my_conf"
+    (extra / "model/activation").mkdir(parents=True)
+    (extra / "experiment").mkdir()
+    (extra / "model/activation/gelu.yaml").write_text("_target_: torch.nn.GELU\n_partial_: true\n")
+    (extra / "experiment/gelu_vs_tanh.yaml").write_text(
+        """# @package _global_
+defaults:
+  - override /model: paper
+study:
+  name: gelu_vs_tanh
+  factors: [activation]
+  baseline: {activation: scaled_tanh}
+hydra:
+  sweeper:
+    params:
+      model/activation: scaled_tanh,gelu
+"""
+    )
+    proc, client = sweep(tmp_path, f"hydra.searchpath=[file://{extra}]", "experiment=gelu_vs_tanh")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = parent_and_children(client)
+    assert parent.data.tags["lenet5.study"] == "gelu_vs_tanh"
+    assert sorted(c.data.tags["activation"] for c in children) == ["gelu", "scaled_tanh"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_report_while_a_sweep_writes_neither_fails_nor_disturbs_it(tmp_path):
+    from lenet5.report import main as report
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [
+        LENET5_TRAIN,
+        "-m",
+        *SHORT_JOB,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model/activation=relu,tanh",
+        "model/pooling=max,avg",
+        "seed=0,1",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_root={tmp_path}/artifacts",
+        f"hydra.sweep.dir={tmp_path}/hydra",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    codes = []
+    while proc.poll() is None:
+        if Path(tmp_path, "mlflow.db").exists():
+            codes.append(report(["--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r")]))
+        time.sleep(0.5)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert codes and set(codes) <= {0, 2}  # 2 only before the parent run exists
+    assert 0 in codes
+    _parent, children = parent_and_children(MlflowClient(uri))
+    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_relaunched_sweep_skips_finished_jobs_and_reruns_the_rest(tmp_path):
+    # First launch: the jobs with data.source.test_size=0 fail while loading the data.
+    args = ["data.source.test_size=1000,0", "seed=0,1"]
+    proc, client = sweep(tmp_path, *args, parallel=False)
+    assert proc.returncode != 0
+    parent, children = parent_and_children(client)
+    assert parent.info.status == "FAILED" and len(children) == 4
+    finished_before = {c.info.run_id for c in children if c.info.status == "FINISHED"}
+    assert len(finished_before) == 2
+    # Relaunch the same sweep: the finished jobs are skipped, the failed ones run again
+    # (and fail again, as their config is the same), under the same parent.
+    proc, client = sweep(tmp_path, *args, parallel=False)
+    output = proc.stdout + proc.stderr
+    assert "FINISHED jobs are skipped" in output
+    assert output.count("skipping: run") == 2
+    parent2, children2 = parent_and_children(client)
+    assert parent2.info.run_id == parent.info.run_id
+    assert {c.info.run_id for c in children2 if c.info.status == "FINISHED"} == finished_before
+    superseded = [c for c in children2 if c.data.tags.get("lenet5.superseded") == "true"]
+    assert len(superseded) == 2  # the first failed attempts, kept but no longer counted
+    assert parent2.data.metrics["children_failed"] == 2
+    assert parent2.data.metrics["children_finished"] == 2

@@ -40,6 +40,8 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "optimizer.lr", Real, 0, low_ok=False)
     _number(cfg, "data.batch_size", Integral, 1)
     _number(cfg, "data.eval_batch_size", Integral, 1)
+    if cfg.data.get("chunk_size") is not None:
+        _number(cfg, "data.chunk_size", Integral, cfg.data.batch_size)
     _number(cfg, "data.val_size", Integral, 0)
     _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)

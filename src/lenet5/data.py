@@ -4,6 +4,13 @@ The images are loaded once, padded to `size` x `size` (the paper centres the 28x
 in a 32x32 field, sec. III-A) and kept as uint8; each batch is gathered by index and
 normalized on the fly. This avoids the per-sample PIL transforms of the usual
 `Dataset` + `DataLoader` path, which halve throughput for a network this small.
+
+Per-sample updates (batch_size=1, the paper's mode) are served as *chunks* of `chunk_size`
+samples: one Lightning step per chunk, and the module makes one update per sample inside it,
+so Lightning's per-step cost (~3 ms) is paid once per chunk, not once per sample.
+
+The paper's distortions (sec. III-B, fig. 7: random planar affine transforms) are an `augment`
+transform applied to each training image separately, seeded per chunk from the run's seed.
 """
 
 import math
@@ -14,6 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 # Paper: background -0.1, ink 1.175 (sec. III-A). Standard: the usual MNIST mean/std.
 NORMALIZATIONS = {
@@ -30,6 +38,8 @@ MNIST_FILES = {
 }
 
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+PER_SAMPLE_CHUNK = 128  # samples per training step when batch_size=1 and chunk_size is unset
 
 
 class DataError(RuntimeError):
@@ -107,8 +117,29 @@ def load_mnist_subset(test_size: int = 1000, seed: int = 0) -> Splits:
     return images[train], labels[train], images[test], labels[test]
 
 
+class RandomSqueeze(nn.Module):
+    """Squeezing (sec. III-B): compress horizontally by s and elongate vertically by 1/s, or
+    the reverse (s > 1), s uniform in `ratio`, about the image centre. One (C, H, W) image."""
+
+    def __init__(self, ratio: tuple[float, float] = (0.9, 1.1)):
+        super().__init__()
+        self.ratio = tuple(ratio)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        s = torch.empty(()).uniform_(*self.ratio).item()
+        # affine_grid maps output to input coordinates: x_in = x_out / s, y_in = y_out * s.
+        theta = image.new_tensor([[[1 / s, 0.0, 0.0], [0.0, s, 0.0]]])
+        grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
+        return F.grid_sample(image[None], grid, align_corners=False)[0]
+
+
 class TensorBatches:
-    """(x, y) batches gathered by index from uint8 images, normalized as they are served."""
+    """(x, y) batches gathered by index from uint8 images, normalized as they are served.
+
+    `augment`, if given, distorts each image (pixel scale 0..255, 0 = background) before
+    normalization; its random draws are seeded by (seed, epoch, batch), so a run's
+    distortions are reproducible and do not depend on anything else using the global RNG.
+    """
 
     def __init__(
         self,
@@ -120,10 +151,12 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.scale, self.shift = normalize
         self.channels, self.shuffle, self.seed, self.epoch = channels, shuffle, seed, epoch
+        self.augment = augment
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -138,8 +171,19 @@ class TensorBatches:
             order = torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            x = self.images[idx].float().mul_(self.scale).add_(self.shift)
+            x = self.images[idx].float()
+            if self.augment is not None:
+                x = self._distort(x, start)
+            x = x.mul_(self.scale).add_(self.shift)
             yield x.expand(-1, self.channels, -1, -1), self.labels[idx]
+
+    def _distort(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        # torchvision draws from the global RNG: fork it, so the draws are a function of
+        # (seed, epoch, batch) only, then one transform per image (a batched call would give
+        # every image of the batch the same distortion).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 100_003 + self.epoch()) * 1_000_003 + start)
+            return torch.stack([self.augment(image) for image in x])
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -148,6 +192,10 @@ class DigitsDataModule(pl.LightningDataModule):
     `source` returns (train images, train labels, test images, test labels) as uint8
     28x28 and int64; the validation set is carved from the training images with a fixed
     `split_seed`, the test set is the source's own.
+
+    A training step receives `chunk_size` samples (default: 128 when batch_size=1, else
+    batch_size); the module makes one update per `batch_size` of them. `augment` distorts
+    the training images only.
     """
 
     def __init__(
@@ -162,14 +210,23 @@ class DigitsDataModule(pl.LightningDataModule):
         num_classes: int = 10,
         split_seed: int = 0,
         seed: int = 0,
+        chunk_size: int | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
         if normalize not in NORMALIZATIONS:
             raise ValueError(
                 f"data.normalize={normalize!r}: choose one of {sorted(NORMALIZATIONS)}"
             )
+        # Samples per training step; more than batch_size means several updates per step.
+        chunk_size = chunk_size or (PER_SAMPLE_CHUNK if batch_size == 1 else batch_size)
+        if chunk_size % batch_size:
+            raise ValueError(
+                f"data.chunk_size={chunk_size} must be a multiple of data.batch_size={batch_size}"
+            )
         self.source, self.val_size = source, val_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.chunk_size, self.augment = chunk_size, augment
         self.normalize = NORMALIZATIONS[normalize]
         self.size, self.channels, self.num_classes = size, channels, num_classes
         self.split_seed, self.seed = split_seed, seed
@@ -206,16 +263,37 @@ class DigitsDataModule(pl.LightningDataModule):
             "test": self._prepare(test_x, test_y),
         }
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+    def _batches(
+        self, split: str, batch_size: int, shuffle: bool = False, augment=None
+    ) -> TensorBatches:
         assert self.splits is not None, "call setup() first"
         images, labels = self.splits[split]
         epoch = lambda: self.trainer.current_epoch if self.trainer else 0  # noqa: E731
         return TensorBatches(
-            images, labels, batch_size, self.normalize, self.channels, shuffle, self.seed, epoch
+            images,
+            labels,
+            batch_size,
+            self.normalize,
+            self.channels,
+            shuffle,
+            self.seed,
+            epoch,
+            augment=augment,
         )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        return self._batches("train", self.chunk_size, shuffle=True, augment=self.augment)
+
+    def train_sample(self, n: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n training images (normalized, undistorted) and labels, drawn without replacement
+        and seeded by (seed, epoch): the samples SDLM estimates its curvature on (app. C)."""
+        assert self.splits is not None, "call setup() first"
+        images, labels = self.splits["train"]
+        # + 50_000: a stream apart from the shuffling's (seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
+        idx = torch.randperm(len(labels), generator=g)[:n]
+        x = images[idx].float().mul_(self.normalize[0]).add_(self.normalize[1])
+        return x.expand(-1, self.channels, -1, -1), labels[idx]
 
     def val_dataloader(self) -> TensorBatches | list:
         return self._batches("val", self.eval_batch_size) if self.val_size else []

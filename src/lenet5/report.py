@@ -439,12 +439,14 @@ def tracking_uri(flag: str | None) -> str:
 
 
 def open_experiment(uri: str, name: str):
-    from lenet5.tracking import client_for, sqlite_path
+    from lenet5.tracking import client_for, sqlite_path, store_ready
 
     db = sqlite_path(uri)
     # Opening a missing SQLite file would create an empty store: refuse instead.
     if db is not None and not db.is_file():
         raise ReportError(f"no MLflow store at {db} (tracking URI {uri}): run a sweep first")
+    if db is not None and not store_ready(db):
+        raise ReportError(f"the MLflow store {db} is still being created; try again in a moment")
     client = retry(client_for, uri)  # opening checks the schema: a read that can meet a lock
     exp = retry(client.get_experiment_by_name, name)
     if exp is None:

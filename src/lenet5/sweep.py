@@ -42,6 +42,48 @@ def current() -> dict | None:
     return json.loads(raw) if raw else None
 
 
+def child_tags(info: dict | None) -> dict[str, str]:
+    """Tags that make a job's run a child of its sweep's parent run."""
+    if not info:
+        return {}
+    return {
+        "mlflow.parentRunId": info["parent_run_id"],
+        "lenet5.sweep_id": info["sweep_id"],
+        "lenet5.study": info["study"],
+    }
+
+
+def finished_twin(info: dict, config_hash: str):
+    """In a resumed sweep: a FINISHED child that already ran this exact config, else None.
+
+    Earlier FAILED or KILLED attempts at it are tagged superseded: they stay in the store
+    (nothing is deleted) but no longer count against the sweep.
+    """
+    from lenet5.tracking import client_for
+
+    client = client_for(info["tracking_uri"])
+    twins = client.search_runs(
+        [info["experiment_id"]],
+        f"tags.`lenet5.sweep_id` = '{info['sweep_id']}' and "
+        f"tags.`lenet5.config_hash` = '{config_hash}'",
+    )
+    finished = [r for r in twins if r.info.status == "FINISHED"]
+    if finished:
+        return finished[0]
+    for run in twins:
+        client.set_tag(run.info.run_id, "lenet5.superseded", "true")
+    return None
+
+
+def sweep_key(cfg: DictConfig) -> str:
+    """Identity of a sweep: its study, its command-line overrides and its sweep values."""
+    import hashlib
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or OmegaConf.create())
+    key = [cfg.mlflow.experiment_name, cfg.study.name, sorted(cfg.hydra.overrides.task), params]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def count_jobs(cfg: DictConfig) -> int:
     """Jobs in the sweep: the product of the sweep values of every override."""
     params = cfg.hydra.sweeper.get("params") or {}
@@ -64,13 +106,18 @@ def children_status(client, experiment_id: str, sweep_id: str) -> dict[str, int]
         [experiment_id], f"tags.`lenet5.sweep_id` = '{sweep_id}'", max_results=50_000
     )
     for run in runs:
-        if run.data.tags.get("lenet5.role") != "sweep":
+        tags = run.data.tags
+        if tags.get("lenet5.role") != "sweep" and tags.get("lenet5.superseded") != "true":
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
     return counts
 
 
 class MLflowSweep(Callback):
-    def __init__(self) -> None:
+    """`resume` (default true): relaunching a sweep that did not finish (same study, same
+    overrides) continues it under the same parent run, skipping the jobs that FINISHED."""
+
+    def __init__(self, resume: bool = True) -> None:
+        self.resume = resume
         self.state: dict[str, Any] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -85,9 +132,24 @@ class MLflowSweep(Callback):
         client = client_for(cfg.mlflow.tracking_uri)
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
         study = cfg.study.name or "adhoc"
-        sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         expected = count_jobs(cfg)
+        key = sweep_key(cfg)
+        unfinished = client.search_runs(
+            [exp_id],
+            f"tags.`lenet5.sweep_key` = '{key}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if self.resume and unfinished:
+            parent = unfinished[0]
+            run_id, sweep_id = parent.info.run_id, parent.data.tags["lenet5.sweep_id"]
+            client.update_run(run_id, status="RUNNING")
+            self._publish(run_id, sweep_id, study, exp_id, cfg, expected, resumed=True)
+            log.info("sweep %s resumed: FINISHED jobs are skipped (parent %s)", sweep_id, run_id)
+            return
+        sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         tags = {
+            "lenet5.sweep_key": key,
             "lenet5.role": "sweep",
             "lenet5.sweep_id": sweep_id,
             "lenet5.study": study,
@@ -106,6 +168,11 @@ class MLflowSweep(Callback):
             if study_file and Path(study_file).is_file():
                 client.log_artifact(run_id, study_file, "study")
             client.log_artifacts(run_id, tmp)
+        self._publish(run_id, sweep_id, study, exp_id, cfg, expected, resumed=False)
+        log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, expected, run_id)
+
+    def _publish(self, run_id, sweep_id, study, exp_id, cfg, expected, resumed) -> None:
+        """Hand the parent to the jobs (the launcher's workers inherit the environment)."""
         self.state = {
             "parent_run_id": run_id,
             "sweep_id": sweep_id,
@@ -113,12 +180,12 @@ class MLflowSweep(Callback):
             "experiment_id": exp_id,
             "tracking_uri": cfg.mlflow.tracking_uri,
             "expected": expected,
+            "resumed": resumed,
         }
         os.environ[ENV] = json.dumps(self.state)
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         atexit.register(self._close, "KILLED")
-        log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, expected, run_id)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         info = current()

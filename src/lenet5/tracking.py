@@ -25,6 +25,8 @@ CHOICE_TAGS = {
     "optimizer": "optimizer",
     "scheduler": "scheduler",
     "data": "data",
+    "augment": "augment",
+    "recipe": "recipe",
 }
 RUN_NAME_PARTS = ("activation", "pooling", "connectivity", "head", "optimizer")
 
@@ -43,6 +45,27 @@ def local_path(uri: str) -> Path | None:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path)
     return None
+
+
+def store_ready(db: Path) -> bool:
+    """Whether a SQLite store's schema is complete (read-only: never migrates it).
+
+    A store that another process is still creating has no or an older alembic revision;
+    opening it with MlflowClient would run the migrations a second time, concurrently,
+    and break both processes.
+    """
+    import sqlite3
+
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    head = ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            (version,) = con.execute("select version_num from alembic_version").fetchone()
+    except (sqlite3.Error, TypeError):
+        return False
+    return version == head
 
 
 def client_for(tracking_uri: str):
@@ -116,6 +139,7 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     try:
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
         tags = {**tags_for(choices, cfg.seed), **(extra_tags or {})}
+        tags["lenet5.config_hash"] = config_hash(cfg)
         run = client.create_run(exp_id, run_name=run_name(tags), tags=tags)
     except StoreError:
         raise
@@ -135,3 +159,37 @@ def record_failure(cfg: DictConfig, choices: dict, extra_tags: dict[str, str], e
     client, run = start_run(cfg, choices, extra_tags)
     client.set_tag(run.info.run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
     client.set_terminated(run.info.run_id, "FAILED")
+
+
+# Keys that change where or how visibly a run is recorded, not what it computes.
+NOT_HASHED = ("mlflow", "threads", "resume", "study", "trainer.enable_progress_bar")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of what a run computes: equal hashes, same training (given the seed)."""
+    import hashlib
+
+    flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_HASHED)}
+    return hashlib.sha256(repr(sorted(flat.items())).encode()).hexdigest()[:16]
+
+
+def resumable_run(tracking_uri: str, run_id: str):
+    """(client, run, stored config, last checkpoint path) of a run to resume, or StoreError."""
+    client = client_for(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        raise StoreError(f"resume={run_id}: no such run in {tracking_uri} ({e})") from e
+    if run.info.status == "FINISHED":
+        raise StoreError(f"resume={run_id}: the run already FINISHED; there is nothing to resume")
+    folder = local_path(run.info.artifact_uri)
+    if folder is None:
+        raise StoreError(f"resume={run_id}: its artifacts are remote ({run.info.artifact_uri})")
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise StoreError(
+            f"resume={run_id}: no checkpoint at {checkpoint}; the run stopped before its first "
+            "epoch ended, so start it again instead"
+        )
+    stored = OmegaConf.load(folder / "config.yaml")
+    return client, run, stored, checkpoint

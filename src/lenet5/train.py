@@ -55,53 +55,66 @@ def build_module(cfg: DictConfig):
 
 
 def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
-    """Train and test one configuration; returns the test error (a fraction)."""
+    """Train and test one configuration; returns the test error (a fraction).
+
+    With `resume=<run id>` (see `resume_config`) the run continues from its last
+    checkpoint, in the same MLflow run.
+    """
     from lenet5 import sweep
+    from lenet5.data import DataError
+    from lenet5.tracking import config_hash, local_path, record_failure, start_run
 
     in_sweep = sweep.current()
-    sweep_tags = (
-        {
-            "mlflow.parentRunId": in_sweep["parent_run_id"],
-            "lenet5.sweep_id": in_sweep["sweep_id"],
-            "lenet5.study": in_sweep["study"],
-        }
-        if in_sweep
-        else {}
-    )
+    tags = sweep.child_tags(in_sweep)
+    if in_sweep and in_sweep.get("resumed"):
+        done = sweep.finished_twin(in_sweep, config_hash(cfg))
+        if done is not None:
+            log.info("skipping: run %s already FINISHED this job", done.info.run_id)
+            return done.data.metrics["test/error"]
     try:
         validate(cfg)
-    except ConfigError as e:
-        if in_sweep:  # a sweep's record must show the job, and why it never trained
-            from lenet5.tracking import record_failure
+        import pytorch_lightning as pl
+        import torch
+        from hydra.utils import instantiate
 
-            record_failure(cfg, choices, sweep_tags, e)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        # Load the data before opening a run: absent or corrupt data is refused up front.
+        datamodule = instantiate(cfg.data, seed=cfg.seed)
+        datamodule.setup()
+    except (ConfigError, DataError) as e:
+        if in_sweep:  # a sweep's record must show the job, and why it never trained
+            record_failure(cfg, choices, tags, e)
         raise
-    import pytorch_lightning as pl
-    import torch
-    from hydra.utils import instantiate
+
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from lenet5.faults import StopOnNonFiniteLoss, sigterm_as_interrupt
     from lenet5.network import n_trainable_params
-    from lenet5.tracking import local_path, start_run
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, seed=cfg.seed)
     module = build_module(cfg)
+    sigterm_as_interrupt()
+    if cfg.resume:
+        from lenet5.tracking import resumable_run
 
-    client, run = start_run(cfg, choices, sweep_tags)
+        client, run, _, resume_from = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
+        client.update_run(run.info.run_id, status="RUNNING")
+    else:
+        client, run = start_run(cfg, choices, tags)
+        resume_from = None
     run_id = run.info.run_id
     log.info("MLflow run %s (%s) in %s", run.info.run_name, run_id, cfg.mlflow.tracking_uri)
     try:
-        client.log_metric(run_id, "n_params", n_trainable_params(module.model))
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
-            client.log_artifacts(run_id, tmp)
+        if resume_from is None:
+            client.log_metric(run_id, "n_params", n_trainable_params(module.model))
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
+                client.log_artifacts(run_id, tmp)
         # Checkpoints go straight into the run's artifact folder when it is local, so a
-        # crash still leaves them referenced from the run.
+        # crash or Ctrl-C still leaves them referenced from the run.
         artifact_dir = local_path(run.info.artifact_uri)
         ckpt_dir = (artifact_dir or Path(HydraConfig.get().runtime.output_dir)) / "checkpoints"
         has_val = cfg.data.val_size > 0
@@ -110,15 +123,17 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
             filename="best",
             monitor="val/acc" if has_val else None,
             mode="max",
-            save_last=True,
+            save_last=True,  # last.ckpt: the last completed epoch, what `resume` restarts from
+            enable_version_counter=False,
         )
         logger = MLFlowLogger(
             tracking_uri=cfg.mlflow.tracking_uri,
             experiment_name=cfg.mlflow.experiment_name,
             run_id=run_id,
         )
-        trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoint])
-        trainer.fit(module, datamodule=datamodule)
+        callbacks = [checkpoint, StopOnNonFiniteLoss()]
+        trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         (result,) = trainer.test(
             module,
             datamodule=datamodule,
@@ -129,13 +144,35 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
             client.log_artifacts(run_id, str(ckpt_dir), "checkpoints")
         client.set_terminated(run_id, "FINISHED")
     except BaseException as e:
-        # Lightning turns Ctrl-C into SystemExit(1) after its own graceful shutdown.
+        # Lightning turns Ctrl-C into SystemExit(1), and SIGTERM into a SystemExit subclass,
+        # after its own graceful shutdown.
         status = "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED"
         client.set_tag(run_id, "failure_reason", f"{type(e).__name__}: {e}"[:5000])
         client.set_terminated(run_id, status)
+        if status == "KILLED":
+            log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
         raise
     log.info("test error %.4f (run %s)", result["test/error"], run_id)
     return result["test/error"]
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The stored config of the run named by `resume=`, so it continues exactly as it began.
+
+    Only `resume` itself (and where the store is) comes from the command line; anything
+    else given there is refused rather than silently mixed into a run already half done.
+    """
+    from lenet5.tracking import resumable_run
+
+    extra = [o for o in overrides if not o.startswith(("resume=", "mlflow.", "threads="))]
+    if extra:
+        raise ConfigError(
+            f"resume={cfg.resume} continues the run with its own stored config; drop the other "
+            f"overrides {extra} (or start a new run with them)"
+        )
+    _, _, stored, _ = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
+    stored.resume, stored.mlflow, stored.threads = cfg.resume, cfg.mlflow, cfg.threads
+    return stored
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:
@@ -160,6 +197,8 @@ def run(overrides: list[str] = ()) -> float:
     choices, task = dict(hc.runtime.choices), list(hc.overrides.task)
     with open_dict(cfg):
         del cfg["hydra"]
+    if cfg.resume:
+        cfg = resume_config(cfg, task)
     return train(cfg, choices=choices, overrides=task)
 
 
@@ -168,6 +207,8 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    if cfg.resume:
+        cfg = resume_config(cfg, list(hc.overrides.task))
     try:
         return train(cfg, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))
     except Exception:

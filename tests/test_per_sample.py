@@ -1,0 +1,127 @@
+"""Per-sample updates served in chunks give the weights of a plain per-sample loop."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lenet5.activation import ScaledTanh
+from lenet5.data import DigitsDataModule, TensorBatches
+from lenet5.head import RBFHead
+from lenet5.loss import MLELoss
+from lenet5.module import LeNet5Module
+from lenet5.network import LeNet5
+from lenet5.pooling import TrainableSubsampling
+from lenet5.sdlm import SDLM, piecewise_constant
+
+N_TRAIN, EPOCHS = 24, 2
+
+
+def tiny_source():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (N_TRAIN + 10, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (N_TRAIN + 10,), generator=g)
+    return images[:N_TRAIN], labels[:N_TRAIN], images[N_TRAIN:], labels[N_TRAIN:]
+
+
+def paper_net() -> nn.Module:
+    torch.manual_seed(0)
+    return LeNet5(
+        activation=ScaledTanh,
+        pooling=TrainableSubsampling,
+        connectivity=nn.Conv2d,
+        head=RBFHead,
+    )
+
+
+OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-3),
+    "sdlm": lambda params: SDLM(params, lr=1e-5, n_samples=16),
+}
+# eta halves after the first pass: a scheduler the module must step itself in manual mode
+SCHEDULE = lambda opt: piecewise_constant(opt, milestones=[1], factors=[1.0, 0.5])  # noqa: E731
+
+
+def lightning_weights(optimizer: str, chunk_size: int, monkeypatch):
+    """Train with Lightning; also returns when SDLM estimated h as (epoch, updates so far)."""
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=chunk_size, seed=3)
+    module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS[optimizer], SCHEDULE)
+    calls, estimate = [], SDLM.estimate_hessian
+
+    def spy(opt, *args):
+        calls.append((module.current_epoch, module.global_step))
+        estimate(opt, *args)
+
+    monkeypatch.setattr(SDLM, "estimate_hessian", spy)
+    trainer = pl.Trainer(
+        max_epochs=EPOCHS,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    return module, trainer, calls
+
+
+def loop_weights(optimizer: str):
+    """The same updates, one sample at a time, in a plain PyTorch loop."""
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, seed=3)
+    dm.setup()
+    model, loss = paper_net(), MLELoss()
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    scheduler = SCHEDULE(opt)
+    for epoch in range(EPOCHS):
+        if isinstance(opt, SDLM):
+            opt.estimate_hessian(model, loss, *dm.train_sample(opt.n_samples, epoch))
+        images, labels = dm.splits["train"]
+        batches = TensorBatches(
+            images, labels, 1, dm.normalize, shuffle=True, seed=3, epoch=lambda e=epoch: e
+        )
+        for x, y in batches:
+            opt.zero_grad()
+            loss(model(x), y).backward()
+            opt.step()
+        scheduler.step()
+    return model
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sdlm"])
+def test_chunked_per_sample_updates_equal_a_plain_loop(optimizer, monkeypatch):
+    expected = loop_weights(optimizer)
+    module, trainer, calls = lightning_weights(optimizer, chunk_size=16, monkeypatch=monkeypatch)
+    assert not module.automatic_optimization  # 24 samples = chunks of 16 + 8
+    assert trainer.global_step == EPOCHS * N_TRAIN  # one optimizer step per sample
+    initial = paper_net().state_dict()
+    for name, value in expected.state_dict().items():
+        got = module.model.state_dict()[name]
+        torch.testing.assert_close(got, value, rtol=1e-5, atol=1e-6)
+        if name.endswith("weight"):
+            assert not torch.allclose(value, initial[name])  # the weights did move
+    # SDLM: h estimated once per pass, before its first update; SGD: never
+    assert calls == ([(0, 0), (1, N_TRAIN)] if optimizer == "sdlm" else [])
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])  # the chunk's mean loss
+
+
+def test_chunk_serves_chunk_size_samples_and_batch_size_keeps_automatic_mode():
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=16)
+    dm.setup()
+    assert [len(y) for _, y in dm.train_dataloader()] == [16, 8]
+    default = DigitsDataModule(tiny_source, val_size=0, batch_size=1)
+    assert default.chunk_size == 128  # per-sample mode by default when batch_size=1
+    plain = DigitsDataModule(tiny_source, val_size=0, batch_size=8)
+    assert plain.chunk_size == 8
+    with pytest.raises(ValueError, match="multiple"):
+        DigitsDataModule(tiny_source, batch_size=3, chunk_size=16)
+
+
+def test_train_sample_is_seeded_and_normalized():
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, seed=3)
+    dm.setup()
+    x0, y0 = dm.train_sample(10, epoch=0)
+    x0b, _ = dm.train_sample(10, epoch=0)
+    x1, _ = dm.train_sample(10, epoch=1)
+    assert x0.shape == (10, 1, 32, 32) and y0.shape == (10,)
+    assert torch.equal(x0, x0b) and not torch.equal(x0, x1)
+    assert x0.min() >= -0.1 - 1e-6 and x0.max() <= 1.175 + 1e-6  # paper normalization

@@ -1,0 +1,196 @@
+"""Faults lose nothing and explain themselves: bad stores, NaN, signals, resume, determinism."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK
+from mlflow.tracking import MlflowClient
+
+from lenet5.config import ConfigError
+from lenet5.data import DataError, load_mnist
+from lenet5.faults import NonFiniteLossError
+from lenet5.tracking import StoreError
+from lenet5.train import run
+
+LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
+
+
+def runs_of(client, experiment="test"):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_unwritable_store_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the store's folder should be")
+    with pytest.raises(StoreError, match="cannot create the MLflow store folder"):
+        run([*QUICK, f"mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db"])
+
+
+def test_unreadable_data_root_is_named(tmp_path, monkeypatch):
+    root = tmp_path / "mnist_root"
+    root.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == root else real_access(p, m))
+    with pytest.raises(DataError, match=f"data root {root} is not readable"):
+        load_mnist(str(root), download=False)
+
+
+def test_missing_data_refused_before_any_run_is_opened(store, client, tmp_path):
+    with pytest.raises(DataError, match="data=mnist_subset"):
+        run(
+            [
+                *store,
+                "data=mnist",
+                f"data.source.root={tmp_path}/empty",
+                "data.source.download=false",
+            ]
+        )
+    assert runs_of(client) == []  # no run at all, so none left RUNNING
+
+
+def test_config_error_opens_no_run(store, client):
+    with pytest.raises(ConfigError):
+        run([*QUICK, *store, "data.batch_size=0"])
+    assert runs_of(client) == []
+
+
+def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(store, client):
+    # Epoch 0 trains at lr 0.01; the scheduler then multiplies lr by 1e12: the loss blows up.
+    explode = [
+        "model=modern",
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+        "+scheduler._target_=torch.optim.lr_scheduler.StepLR",
+        "+scheduler._partial_=true",
+        "+scheduler.step_size=1",
+        "+scheduler.gamma=1e12",
+        "trainer.max_epochs=3",
+        "+trainer.limit_train_batches=20",
+    ]
+    with pytest.raises(NonFiniteLossError, match="training loss became"):
+        run([*QUICK, *store, *explode])
+    (rec,) = runs_of(client)
+    assert rec.info.status == "FAILED"
+    assert "NonFiniteLossError: training loss became" in rec.data.tags["failure_reason"]
+    last = Path(rec.info.artifact_uri.removeprefix("file://"), "checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0  # the last completed epoch
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
+# Slow enough per epoch (batch 8: ~440 steps) that a signal lands mid-training.
+LONG = [
+    "data=mnist_subset",
+    "data.batch_size=8",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.deterministic=true",
+    "threads=1",
+    "model=modern",
+    "optimizer=sgd",
+    "optimizer.lr=0.01",
+]
+
+
+def start_and_interrupt(tmp_path, sig, extra=()):
+    """Start lenet5-train, wait for its first epoch's checkpoint, send `sig`; return the run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store = [
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_root={tmp_path}/art",
+        "mlflow.experiment_name=test",
+    ]
+    proc = subprocess.Popen(
+        [LENET5_TRAIN, *LONG, *store, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not list(Path(tmp_path, "art").rglob("last.ckpt")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out[-2000:]
+    client = MlflowClient(uri)
+    (rec,) = runs_of(client)
+    return client, rec, store
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
+    client, rec, _ = start_and_interrupt(tmp_path, sig)
+    assert rec.info.status == "KILLED"
+    assert "failure_reason" in rec.data.tags
+    artifacts = {f.path for f in client.list_artifacts(rec.info.run_id, "checkpoints")}
+    assert "checkpoints/last.ckpt" in artifacts
+
+
+def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path):
+    client, rec, store = start_and_interrupt(tmp_path / "a", signal.SIGINT)
+    run_id = rec.info.run_id
+    params_before = rec.data.params
+    run([f"resume={run_id}", *store])
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.params == params_before  # nothing re-logged with other values
+    assert len(runs_of(client)) == 1  # the same run, not a new one
+    # The same config and seed, never interrupted, in another store.
+    other = tmp_path / "b"
+    run(
+        [
+            *LONG,
+            f"mlflow.tracking_uri=sqlite:///{other}/mlflow.db",
+            f"mlflow.artifact_root={other}/art",
+            "mlflow.experiment_name=test",
+        ]
+    )
+    (straight,) = runs_of(MlflowClient(f"sqlite:///{other}/mlflow.db"))
+    for key in ("test/acc", "test/loss", "val/acc"):
+        assert resumed.data.metrics[key] == straight.data.metrics[key], key
+    # Metrics went on at the steps an uninterrupted run logs them at.
+    steps = lambda c, r: {m.step for m in c.get_metric_history(r, "val/acc")}  # noqa: E731
+    assert steps(client, run_id) == steps(
+        MlflowClient(f"sqlite:///{other}/mlflow.db"), straight.info.run_id
+    )
+    assert len(steps(client, run_id)) == 2  # one validation per epoch
+
+
+def test_resume_refuses_other_overrides_and_finished_runs(store, client):
+    run([*QUICK, *store])
+    (rec,) = runs_of(client)
+    with pytest.raises(ConfigError, match="drop the other overrides"):
+        run([f"resume={rec.info.run_id}", "optimizer.lr=0.5", *store])
+    with pytest.raises(StoreError, match="already FINISHED"):
+        run([f"resume={rec.info.run_id}", *store])
+
+
+def test_same_config_and_seed_give_bitwise_identical_metrics(tmp_path):
+    results = []
+    for i in range(2):
+        uri = f"sqlite:///{tmp_path}/{i}.db"
+        run(
+            [
+                *QUICK,
+                "trainer.deterministic=true",
+                "threads=1",
+                "seed=7",
+                f"mlflow.tracking_uri={uri}",
+                f"mlflow.artifact_root={tmp_path}/a{i}",
+            ]
+        )
+        (rec,) = runs_of(MlflowClient(uri), "lenet5")
+        results.append(rec.data.metrics)
+    for key in ("test/acc", "test/loss", "test/error", "val/loss", "train/loss"):
+        assert results[0][key] == results[1][key], key
