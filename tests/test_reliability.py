@@ -55,9 +55,17 @@ def test_missing_data_refused_before_any_run_is_opened(store, client, tmp_path):
     assert runs_of(client) == []  # no run at all, so none left RUNNING
 
 
-def test_config_error_opens_no_run(store, client):
-    with pytest.raises(ConfigError):
-        run([*QUICK, *store, "data.batch_size=0"])
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ("data.batch_size=0", ConfigError, "data.batch_size=0 is invalid"),
+        ("data.val_size=4000", DataError, "the training split has 4000 images"),
+        ("model/activation=nope", Exception, "Available options in 'model/activation'"),
+    ],
+)
+def test_bad_input_opens_no_run(store, client, override, error, message):
+    with pytest.raises(error, match=message):
+        run([*QUICK, *store, override])
     assert runs_of(client) == []
 
 
