@@ -147,7 +147,10 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
         # Lightning turns Ctrl-C into SystemExit(1), and SIGTERM into a SystemExit subclass,
         # after its own graceful shutdown.
         status = "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        client.set_tag(run_id, "failure_reason", f"{type(e).__name__}: {e}"[:5000])
+        reason = (
+            "interrupted (Ctrl-C or SIGTERM)" if status == "KILLED" else f"{type(e).__name__}: {e}"
+        )
+        client.set_tag(run_id, "failure_reason", reason[:5000])
         client.set_terminated(run_id, status)
         if status == "KILLED":
             log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
@@ -171,7 +174,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             f"overrides {extra} (or start a new run with them)"
         )
     _, _, stored, _ = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
-    stored.resume, stored.mlflow, stored.threads = cfg.resume, cfg.mlflow, cfg.threads
+    stored.resume, stored.mlflow = cfg.resume, cfg.mlflow
+    if cfg.threads:
+        stored.threads = cfg.threads
     return stored
 
 
