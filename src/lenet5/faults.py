@@ -33,10 +33,16 @@ class StopOnNonFiniteLoss(pl.Callback):
             )
 
 
-def sigterm_as_interrupt() -> None:
-    """Let SIGTERM (a scheduler's or `kill`'s stop) unwind like Ctrl-C, so runs end KILLED."""
+def interrupt_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM (a scheduler's or `kill`'s stop) both unwind training like
+    Ctrl-C, so the run ends KILLED with its last checkpoint.
+
+    SIGINT gets Python's own handler back even where the process started with it ignored
+    (what a non-interactive shell does to a command started with `&`).
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)

@@ -91,11 +91,11 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from lenet5.faults import StopOnNonFiniteLoss, sigterm_as_interrupt
+    from lenet5.faults import StopOnNonFiniteLoss, interrupt_on_signals
     from lenet5.network import n_trainable_params
 
     module = build_module(cfg)
-    sigterm_as_interrupt()
+    interrupt_on_signals()
     if cfg.resume:
         from lenet5.tracking import resumable_run
 
