@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,16 +68,19 @@ def sweep_once(mode: str, epochs: int) -> dict:
     load_before = [round(x, 2) for x in os.getloadavg()]
     started = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-4000:]}")
 
-    from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    exp = client.get_experiment_by_name("sweep-bench")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        exp = client.get_experiment_by_name("sweep-bench")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     children = [r for r in runs if r.data.tags.get("lenet5.role") != "sweep"]
     finished = [r for r in children if r.info.status == "FINISHED"]
     if len(finished) != 8:
@@ -152,6 +156,14 @@ def markdown(result: dict) -> str:
             f"**parallel / sequential wall: {ratio:.2f}** ({verdict}: target <= {TARGET}); "
             "per repeat: " + ", ".join(f"{x:.2f}" for x in result["ratios_per_repeat"]),
         ]
+    med = result["median_wall_seconds"]
+    if "parallel" in med and "sequential_t1" in med:
+        lines += [
+            "",
+            f"parallel / sequential_t1 (the same threads=1 per run): "
+            f"{med['parallel'] / med['sequential_t1']:.2f}; sequential threads=2 / threads=1: "
+            + (f"{med['sequential'] / med['sequential_t1']:.2f}" if "sequential" in med else "-"),
+        ]
     lines += [
         "",
         "Per-run overhead = (wall x n_jobs - sum of the runs' MLflow durations) / runs: slot "
@@ -169,7 +181,12 @@ def main() -> None:
     p.add_argument("--modes", default="parallel,sequential",
                    help="comma list of: " + ", ".join(MODES))  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render-only", action="store_true", help="rewrite sweep.md from sweep.json")
     args = p.parse_args()
+    if args.render_only:
+        result = json.loads((args.out / "sweep.json").read_text())
+        (args.out / "sweep.md").write_text(markdown(result) + "\n")
+        return
     modes = args.modes.split(",")
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -46,6 +46,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,15 @@ TARGETS = {  # batch size -> (min a/b, min a/c)
 
 
 # ---------------------------------------------------------------- machine and versions
+
+
+TEMP_DIRS: list[Path] = []  # MLflow stores and checkpoints, removed when the script ends
+
+
+def scratch(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    TEMP_DIRS.append(path)
+    return path
 
 
 def load() -> list[float]:
@@ -329,7 +339,7 @@ def throughput(args) -> dict:
         per_step = PER_SAMPLE_CHUNK if bs == 1 else (chunk_for(args, bs) or bs) // bs
         updates[bs] = math.ceil(n / per_step) * per_step
 
-    store = Path(tempfile.mkdtemp(prefix="lenet5-throughput-"))
+    store = scratch("lenet5-throughput-")
     cfg = compose(overrides(64, 1, args.threads, args.lr, args.data_dir, store))
     datamodule = instantiate(cfg.data, seed=cfg.seed)
     datamodule.setup()
@@ -460,7 +470,7 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 def startup(args) -> dict:
     py, train = str(VENV_BIN / "python"), str(VENV_BIN / "lenet5-train")
-    store = Path(tempfile.mkdtemp(prefix="lenet5-startup-"))
+    store = scratch("lenet5-startup-")
     # One training step. `+trainer.max_steps=1` would end before the first validation, and
     # train.py's test(ckpt_path="best") then raises; limit_train_batches=1 ends the epoch.
     run_args = [
@@ -568,7 +578,7 @@ def memory(args) -> dict:
             capture_output=True, text=True, cwd=ROOT, check=True,
         )  # fmt: skip
         setup[val_size] = json.loads(out.stdout.strip().splitlines()[-1])
-    store = Path(tempfile.mkdtemp(prefix="lenet5-memory-"))
+    store = scratch("lenet5-memory-")
     common = [
         "model=modern",
         "optimizer=sgd",
@@ -673,7 +683,9 @@ def throughput_markdown(tp: dict) -> list[str]:
     lines += [
         "",
         "Ratios (wall time; the targets apply to these). CPU-time ratios divide images per "
-        "CPU-second of this single-threaded process: less sensitive to the other load.",
+        "CPU-second of the process (all paths at the same thread count): with one thread, "
+        "less sensitive to the other load; with two on a loaded machine, spin-waiting "
+        "threads make both measures erratic.",
         "",
         "| batch | a/b | a/c | a/b per repeat | a/c per repeat | CPU a/b | CPU a/c | "
         "(a) whole fit images/s |",
@@ -790,7 +802,12 @@ def main() -> None:
     p.add_argument("--parts", default="throughput,startup,memory")
     p.add_argument("--startup-repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = p.parse_args()
+    if args.render_only:
+        result = json.loads((args.out / "throughput.json").read_text())
+        (args.out / "throughput.md").write_text(markdown(result) + "\n")
+        return
     args.batch_sizes = parse_ints(args.batch_sizes)
     args.updates = parse_ints(args.updates)
     if len(args.updates) == 1:
@@ -817,7 +834,11 @@ def main() -> None:
         before = load()
         print(f"{name}: load average before {before}", flush=True)
         date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-        part = runners[name](args)
+        try:
+            part = runners[name](args)
+        finally:
+            for path in TEMP_DIRS:
+                shutil.rmtree(path, ignore_errors=True)
         part.update(command=command, date_utc=date, load_before=before, load_after=load())
         key = f"throughput_threads{args.threads}" if name == "throughput" else name
         result["parts"][key] = json.loads(json.dumps(part))

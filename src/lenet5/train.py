@@ -137,7 +137,8 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
         (result,) = trainer.test(
             module,
             datamodule=datamodule,
-            ckpt_path="best" if has_val else None,
+            # No best checkpoint if training stopped before its first validation.
+            ckpt_path="best" if has_val and checkpoint.best_model_path else None,
             verbose=not in_sweep,  # a table per job would bury the sweep's progress lines
         )
         if artifact_dir is None:
