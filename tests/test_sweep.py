@@ -189,7 +189,7 @@ def test_report_while_a_sweep_writes_neither_fails_nor_disturbs_it(tmp_path):
     assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
 
 
-def test_relaunched_sweep_skips_finished_jobs_and_reruns_the_rest(tmp_path):
+def test_relaunched_sweep_skips_finished_jobs_and_reruns_the_rest(tmp_path, capsys):
     # First launch: the jobs with data.source.test_size=0 fail while loading the data.
     args = ["data.source.test_size=1000,0", "seed=0,1"]
     proc, client = sweep(tmp_path, *args, parallel=False)
@@ -211,3 +211,11 @@ def test_relaunched_sweep_skips_finished_jobs_and_reruns_the_rest(tmp_path):
     assert len(superseded) == 2  # the first failed attempts, kept but no longer counted
     assert parent2.data.metrics["children_failed"] == 2
     assert parent2.data.metrics["children_finished"] == 2
+    # The report counts the same way: the superseded attempts are not failures any more.
+    from lenet5.report import main as report
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert report(["--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r")]) == 0
+    assert (
+        "runs: 2 finished / 2 failed / 0 killed / 0 running / 4 expected" in capsys.readouterr().out
+    )

@@ -518,7 +518,8 @@ def children_of(client, exp_id: str, parent_id: str) -> list[dict]:
         f"tags.`mlflow.parentRunId` = '{parent_id}'",
         order_by=["attributes.start_time ASC"],
     )
-    return [plain(r) for r in runs]
+    # Earlier failed attempts that a relaunch of the sweep re-ran are kept but not counted.
+    return [plain(r) for r in runs if r.data.tags.get("lenet5.superseded") != "true"]
 
 
 def collect(client, exp, parent, uri: str) -> dict:

@@ -100,16 +100,18 @@ def count_jobs(cfg: DictConfig) -> int:
     return total
 
 
-def children_status(client, experiment_id: str, sweep_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def children_counts(client, experiment_id: str, sweep_id: str) -> tuple[int, int]:
+    """(finished, failed or killed) children of a sweep; superseded attempts do not count."""
     runs = client.search_runs(
         [experiment_id], f"tags.`lenet5.sweep_id` = '{sweep_id}'", max_results=50_000
     )
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("lenet5.role") != "sweep" and tags.get("lenet5.superseded") != "true":
-            counts[run.info.status] = counts.get(run.info.status, 0) + 1
-    return counts
+    statuses = [
+        run.info.status
+        for run in runs
+        if run.data.tags.get("lenet5.role") != "sweep"
+        and run.data.tags.get("lenet5.superseded") != "true"
+    ]
+    return statuses.count("FINISHED"), statuses.count("FAILED") + statuses.count("KILLED")
 
 
 class MLflowSweep(Callback):
@@ -193,11 +195,9 @@ class MLflowSweep(Callback):
             return
         from lenet5.tracking import client_for
 
-        counts = children_status(
+        done, failed = children_counts(
             client_for(info["tracking_uri"]), info["experiment_id"], info["sweep_id"]
         )
-        done = counts.get("FINISHED", 0)
-        failed = sum(v for k, v in counts.items() if k in ("FAILED", "KILLED"))
         log.info(
             "sweep %s: %d/%d finished, %d failed", info["sweep_id"], done, info["expected"], failed
         )
@@ -221,9 +221,7 @@ class MLflowSweep(Callback):
         from lenet5.tracking import client_for
 
         client = client_for(state["tracking_uri"])
-        counts = children_status(client, state["experiment_id"], state["sweep_id"])
-        finished = counts.get("FINISHED", 0)
-        failed = sum(v for k, v in counts.items() if k in ("FAILED", "KILLED"))
+        finished, failed = children_counts(client, state["experiment_id"], state["sweep_id"])
         missing = max(state["expected"] - finished - failed, 0)
         run_id = state["parent_run_id"]
         for key, value in (("children_finished", finished), ("children_failed", failed)):
