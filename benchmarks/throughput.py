@@ -25,10 +25,11 @@ The methods run interleaved (a, b, c at each batch size, then the next repeat), 
 change in the machine's load hits all three alike; the table gives images/s per repeat,
 the medians, and the paired ratios a/b and a/c (median over repeats).
 
-At batch size 1 the project serves chunks of `lenet5.data.PER_SAMPLE_CHUNK` samples per
-Lightning step and makes one update per sample (manual optimization); `trainer.global_step`
-counts updates there too, so `max_steps=N` still means N updates (N is rounded up to a
-whole number of chunks, since Lightning checks it between steps).
+The project serves chunks of samples per Lightning step (`lenet5.data.default_chunk_size`:
+128 at batch 1, ~1024 otherwise) and makes one update per batch inside each (manual
+optimization); `trainer.global_step` and `max_steps=N` count updates, so all paths make the
+same N updates. `--per-step` also times (a') the project with `data.chunk_size=<batch>`:
+one update per Lightning step, Lightning's usual automatic optimization.
 
 `--parts startup` times `lenet5-train`'s start-up in subprocesses; `--parts memory`
 measures resident memory (RSS) of the datamodule and of a full-MNIST `lenet5-train`.
@@ -60,7 +61,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_DATA = Path(os.environ.get("LENET5_DATA_DIR", ROOT.parent / "shared" / "datasets"))
 DATASET_BYTES = (60_000 + 10_000) * 32 * 32  # the padded uint8 images: 71.7 MB
-METHODS = ("project", "project_chunk", "bare", "tutorial")  # project_chunk: with --chunk
+METHODS = ("project", "project_per_step", "bare", "tutorial")  # project_per_step: --per-step
 TARGETS = {  # batch size -> (min a/b, min a/c)
     1: (0.90, None),
     64: (0.95, 2.0),
@@ -150,7 +151,6 @@ def make_timer():
         """Timestamps of the training loop, appended to the project's own callbacks."""
 
         def __init__(self):
-            self.samples = 0
             self.t = {}
 
         def on_fit_start(self, trainer, pl_module):
@@ -163,7 +163,6 @@ def make_timer():
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.t["last_batch_end"] = time.perf_counter()
             self.t["last_batch_end_cpu"] = time.process_time()
-            self.samples += len(batch[1])
 
         def on_fit_end(self, trainer, pl_module):
             self.t["fit_end"] = time.perf_counter()
@@ -201,17 +200,8 @@ def quiet():
         yield
 
 
-def chunk_for(args, batch_size: int) -> int | None:
-    """`data.chunk_size` of the project_chunk variant at this batch size, or None."""
-    if not args.chunk or batch_size == 1:
-        return None
-    chunk = max(args.chunk // batch_size, 1) * batch_size
-    return chunk if chunk > batch_size else None
-
-
-def methods_for(args, batch_size: int) -> list[str]:
-    skip = set() if chunk_for(args, batch_size) else {"project_chunk"}
-    return [m for m in METHODS if m not in skip]
+def methods_for(args) -> list[str]:
+    return [m for m in METHODS if args.per_step or m != "project_per_step"]
 
 
 def run_project(args, batch_size: int, updates: int, store: Path, chunk: int | None = None):
@@ -230,15 +220,17 @@ def run_project(args, batch_size: int, updates: int, store: Path, chunk: int | N
     cpu = t["last_batch_end_cpu"] - t["train_start_cpu"]
     if timer.updates != updates:
         raise RuntimeError(f"(a) made {timer.updates} updates, expected {updates}")
+    images = updates * batch_size  # N updates of full batches (N is within the first pass)
     return {
-        "images": timer.samples,
+        "images": images,
         "updates": timer.updates,
+        "chunk_size": chunk,
         "seconds": loop,
-        "images_per_s": timer.samples / loop,
+        "images_per_s": images / loop,
         "cpu_seconds": cpu,
-        "images_per_cpu_s": timer.samples / cpu,
+        "images_per_cpu_s": images / cpu,
         "fit_seconds": t["fit_end"] - t["fit_start"],
-        "fit_images_per_s": timer.samples / (t["fit_end"] - t["fit_start"]),
+        "fit_images_per_s": images / (t["fit_end"] - t["fit_start"]),
         "run_seconds": wall,
         "test_error": test_error,
     }
@@ -326,18 +318,16 @@ def throughput(args) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from lenet5.data import PER_SAMPLE_CHUNK
+    from lenet5.data import default_chunk_size
     from lenet5.train import compose
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lenet5"):
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    updates = {}
-    for bs, n in zip(args.batch_sizes, args.updates, strict=True):
-        # Chunks of several updates: Lightning checks max_steps between chunks, so whole
-        # chunks only (for every path at that batch size, so all make the same updates).
-        per_step = PER_SAMPLE_CHUNK if bs == 1 else (chunk_for(args, bs) or bs) // bs
-        updates[bs] = math.ceil(n / per_step) * per_step
+    updates = dict(zip(args.batch_sizes, args.updates, strict=True))
+    for bs, n in updates.items():
+        if n * bs > 60_000:
+            sys.exit(f"{n} updates at batch {bs} run past one pass over MNIST: ask for fewer")
 
     store = scratch("lenet5-throughput-")
     cfg = compose(overrides(64, 1, args.threads, args.lr, args.data_dir, store))
@@ -353,16 +343,16 @@ def throughput(args) -> dict:
         run_bare(cfg, datamodule, bs, 5)
         run_tutorial(cfg, dataset, bs, 5)
 
-    runs = {bs: {m: [] for m in methods_for(args, bs)} for bs in args.batch_sizes}
+    runs = {bs: {m: [] for m in methods_for(args)} for bs in args.batch_sizes}
     for rep in range(args.repeats):
         for bs in args.batch_sizes:
-            for method in methods_for(args, bs):
+            for method in methods_for(args):
                 gc.collect()
                 load_before = load()
                 if method == "project":
                     r = run_project(args, bs, updates[bs], store)
-                elif method == "project_chunk":
-                    r = run_project(args, bs, updates[bs], store, chunk_for(args, bs))
+                elif method == "project_per_step":
+                    r = run_project(args, bs, updates[bs], store, chunk=bs)
                 elif method == "bare":
                     r = run_bare(cfg, datamodule, bs, updates[bs])
                 else:
@@ -402,16 +392,16 @@ def throughput(args) -> dict:
             "cpu_a_over_b": statistics.median(cpu_a_b),
             "cpu_a_over_c": statistics.median(cpu_a_c),
         }
-        if "project_chunk" in runs[bs]:
-            ch_b = [a / b for a, b in zip(ips["project_chunk"], ips["bare"], strict=True)]
-            ch_c = [a / c for a, c in zip(ips["project_chunk"], ips["tutorial"], strict=True)]
-            cpu_ch_b = [a / b for a, b in zip(cps["project_chunk"], cps["bare"], strict=True)]
+        summary[bs]["chunk_size"] = runs[bs]["project"][0]["chunk_size"] or default_chunk_size(bs)
+        if "project_per_step" in runs[bs]:
+            ps_b = [a / b for a, b in zip(ips["project_per_step"], ips["bare"], strict=True)]
+            ps_c = [a / c for a, c in zip(ips["project_per_step"], ips["tutorial"], strict=True)]
+            cpu_ps_b = [a / b for a, b in zip(cps["project_per_step"], cps["bare"], strict=True)]
             summary[bs].update(
-                chunk_size=chunk_for(args, bs),
-                chunk_over_b_per_repeat=ch_b,
-                chunk_over_b=statistics.median(ch_b),
-                chunk_over_c=statistics.median(ch_c),
-                cpu_chunk_over_b=statistics.median(cpu_ch_b),
+                per_step_over_b_per_repeat=ps_b,
+                per_step_over_b=statistics.median(ps_b),
+                per_step_over_c=statistics.median(ps_c),
+                cpu_per_step_over_b=statistics.median(cpu_ps_b),
             )
     return {
         "updates": updates,
@@ -701,27 +691,26 @@ def throughput_markdown(tp: dict) -> list[str]:
             + f" | {s['cpu_a_over_b']:.2f} | {s['cpu_a_over_c']:.2f}"
             + f" | {s['median_fit_images_per_s']:.0f} |"
         )
-    chunked = {bs: s for bs, s in tp["summary"].items() if "chunk_size" in s}
-    if chunked:
-        lines += [
-            "",
-            "project_chunk = the same `lenet5.train.run` with `+data.chunk_size=C` added "
-            "(not the default; a proposal): one Lightning step per C samples and one update "
-            "per batch inside it, the mechanism per-sample mode uses, so Lightning's "
-            "per-step cost is paid once per C/B updates. Same updates and weights; "
-            "`train/loss` is then logged per chunk (its mean), `log_every_n_steps` and the "
-            "progress bar count chunks, and manual optimization rules out "
-            "`trainer.gradient_clip_val` and `accumulate_grad_batches`.",
-            "",
-            "| batch | C | a'/b | a'/b per repeat | a'/c | CPU a'/b |",
-            "|---|---|---|---|---|---|",
-        ]
-        for bs, s in chunked.items():
-            lines.append(
-                f"| {bs} | {s['chunk_size']} | {s['chunk_over_b']:.2f} | "
-                + ", ".join(f"{x:.2f}" for x in s["chunk_over_b_per_repeat"])
-                + f" | {s['chunk_over_c']:.2f} | {s['cpu_chunk_over_b']:.2f} |"
-            )
+    lines += [
+        "",
+        "(a) serves C samples per Lightning step (the default `data.chunk_size`) and makes one "
+        "update per batch inside it. project_per_step (a') = the same run with "
+        "`data.chunk_size=<batch>`: one update per Lightning step, Lightning's automatic "
+        "optimization (what gradient clipping needs), so its per-step cost (logging, "
+        "progress bar, loop hooks) is paid once per update.",
+        "",
+        "| batch | C | a'/b | a'/b per repeat | a'/c | CPU a'/b |",
+        "|---|---|---|---|---|---|",
+    ]
+    for bs, s in tp["summary"].items():
+        if "per_step_over_b" not in s:
+            lines.append(f"| {bs} | {s.get('chunk_size', '?')} | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {bs} | {s['chunk_size']} | {s['per_step_over_b']:.2f} | "
+            + ", ".join(f"{x:.2f}" for x in s["per_step_over_b_per_repeat"])
+            + f" | {s['per_step_over_c']:.2f} | {s['cpu_per_step_over_b']:.2f} |"
+        )
     lines.append("")
     return lines
 
@@ -796,8 +785,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,64,256")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all paths")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, all paths")
-    p.add_argument("--chunk", type=int, default=0,
-                   help="also time the project with +data.chunk_size=CHUNK at batch > 1")  # fmt: skip
+    p.add_argument("--per-step", action="store_true",
+                   help="also time the project with one update per Lightning step")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--parts", default="throughput,startup,memory")
     p.add_argument("--startup-repeats", type=int, default=3)

@@ -29,7 +29,12 @@ def client(tmp_path):
 
 
 # Small and quick: 1 epoch on the shipped 5,000-digit subset, no progress bar.
-QUICK = ["data=mnist_subset", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+QUICK = [
+    "data=mnist_subset",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",  # an epoch of the subset is 4 steps (chunks of 1024)
+]
 
 
 @pytest.fixture(scope="session")

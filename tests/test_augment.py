@@ -43,7 +43,10 @@ def test_paper_distortions_keep_shape_and_dtype_and_change_the_images():
     assert distorted.shape == plain.shape == (32, 1, 32, 32)
     assert distorted.dtype == plain.dtype == torch.float32
     changed = (distorted - plain).abs().flatten(1).amax(1) > 0.1
-    assert changed.all()  # every training image is distorted...
+    # ~9 images in 10 are distorted (the paper's 540,000 distorted of 600,000), the rest
+    # served as they are (32 images: 28.8 expected, binomial sd 1.7)...
+    assert 24 <= changed.sum() < 32
+    torch.testing.assert_close(distorted[~changed], plain[~changed])
     assert distorted.min() >= -0.1 - 1e-5  # ...within the paper's pixel range
     assert distorted.max() <= 1.175 + 1e-5
     # borders stay background: the digit moved by a few pixels, not off the field

@@ -147,6 +147,22 @@ def test_paper_init_bounds_follow_fan_in():
         assert w.abs().max() <= 2.4 / (25 * len(row))
 
 
+def test_paper_sqrt_init_gives_every_unit_the_same_weighted_sum_spread():
+    torch.manual_seed(0)
+    model = paper_model("model=paper", "model/init=paper_sqrt")  # 2.4 / sqrt(F)
+    assert model.c1.weight.abs().max() <= 2.4 / 5
+    assert 0.9 * 2.4 / 20 < model.c5.weight.abs().max() <= 2.4 / 20
+    with pytest.raises(ValueError, match="fan_in_power"):
+        paper_uniform(model, fan_in_power=0)
+    # the point of it (appendix A's rationale): unit-variance inputs give weighted sums of
+    # std 2.4/sqrt(3) = 1.39 whatever the fan-in; with 2.4/F, C5's (F=400) is 20x smaller
+    x = torch.randn(256, 16, 5, 5)
+    sums = torch.nn.functional.conv2d(x, model.c5.weight)
+    assert sums.std().item() == pytest.approx(2.4 / 3**0.5, rel=0.1)
+    paper_uniform(model)
+    assert torch.nn.functional.conv2d(x, model.c5.weight).std().item() < 0.1
+
+
 def test_input_size_too_small_is_refused():
     with pytest.raises(ValueError, match="at least 32x32"):
         LeNet5(torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.Conv2d, torch.nn.Linear, input_size=28)

@@ -109,6 +109,11 @@ def test_unknown_option_lists_the_valid_ones():
             "use model/head=rbf, or model/loss=cross_entropy",
         ),
         (["model/head=rbf", "model/loss=cross_entropy"], "model/loss=mle or model/loss=map"),
+        (
+            ["+trainer.gradient_clip_val=0.5", "data.chunk_size=1024"],
+            "trainer.gradient_clip_val=0.5 needs one update per Lightning step, but "
+            "data.chunk_size=1024 serves several: set data.chunk_size=64",
+        ),
     ],
 )
 def test_impossible_configs_are_refused_with_the_reason(overrides, message):

@@ -38,10 +38,12 @@ def test_paper_normalization_maps_background_and_ink():
 
 
 def test_batches_cover_the_epoch_and_reshuffle_per_epoch():
-    dm = subset_module(batch_size=64)
+    dm = subset_module(batch_size=64, chunk_size=64)
     loader = dm.train_dataloader()
     ys = torch.cat([y for _, y in loader])
     assert len(loader) == 55 and len(ys) == 3500
+    chunks = subset_module(batch_size=64).train_dataloader()  # default: 1024 = 16 batches
+    assert [len(y) for _, y in chunks] == [1024, 1024, 1024, 428]
     assert torch.equal(ys.sort().values, dm.splits["train"][1].sort().values)
     epoch = [0]
     loader.epoch = lambda: epoch[0]
@@ -52,7 +54,7 @@ def test_batches_cover_the_epoch_and_reshuffle_per_epoch():
 
 
 def test_fewer_classes_and_rgb_shaped_input():
-    dm = subset_module(num_classes=2, channels=3, batch_size=16)
+    dm = subset_module(num_classes=2, channels=3, batch_size=16, chunk_size=16)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 3, 32, 32) and set(y.tolist()) <= {0, 1}
 

@@ -110,10 +110,44 @@ def test_chunk_serves_chunk_size_samples_and_batch_size_keeps_automatic_mode():
     assert [len(y) for _, y in dm.train_dataloader()] == [16, 8]
     default = DigitsDataModule(tiny_source, val_size=0, batch_size=1)
     assert default.chunk_size == 128  # per-sample mode by default when batch_size=1
-    plain = DigitsDataModule(tiny_source, val_size=0, batch_size=8)
-    assert plain.chunk_size == 8
+    assert DigitsDataModule(tiny_source, batch_size=64).chunk_size == 1024  # 16 updates a step
+    assert DigitsDataModule(tiny_source, batch_size=300).chunk_size == 900
+    assert DigitsDataModule(tiny_source, batch_size=2000).chunk_size == 2000
+    plain = DigitsDataModule(tiny_source, val_size=0, batch_size=8, chunk_size=8)
+    plain.setup()
+    assert [len(y) for _, y in plain.train_dataloader()] == [8, 8, 8]
     with pytest.raises(ValueError, match="multiple"):
         DigitsDataModule(tiny_source, batch_size=3, chunk_size=16)
+
+
+def batched_fit(chunk_size: int, max_steps: int = -1):
+    torch.manual_seed(1)
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=4, chunk_size=chunk_size, seed=3)
+    module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS["sgd"], SCHEDULE)
+    trainer = pl.Trainer(
+        max_epochs=EPOCHS,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    return module, trainer
+
+
+@pytest.mark.parametrize("max_steps", [-1, 5])
+def test_batched_chunks_equal_one_update_per_lightning_step(max_steps):
+    """Batches of 4 served 12 to a step (3 updates each) give the weights that Lightning's
+    automatic optimization gives with one batch per step, and stop at the same update."""
+    automatic, trainer_a = batched_fit(chunk_size=4, max_steps=max_steps)
+    chunked, trainer_c = batched_fit(chunk_size=12, max_steps=max_steps)
+    assert automatic.automatic_optimization and not chunked.automatic_optimization
+    updates = EPOCHS * N_TRAIN // 4 if max_steps < 0 else max_steps
+    assert trainer_a.global_step == trainer_c.global_step == updates
+    for name, value in automatic.model.state_dict().items():
+        torch.testing.assert_close(chunked.model.state_dict()[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_train_sample_is_seeded_and_normalized():

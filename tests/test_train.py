@@ -81,6 +81,16 @@ def test_exception_ends_the_run_failed_with_its_reason(store, client):
     assert "limit_train_batches" in rec.data.tags["failure_reason"]
 
 
+def test_gradient_clipping_trains_one_batch_per_step(store, client):
+    # Lightning clips only under automatic optimization: the default chunks give way to it.
+    run([*QUICK, *store, "+trainer.gradient_clip_val=0.5", "+trainer.max_steps=5"])
+    rec = only_run(client)
+    assert rec.info.status == "FINISHED"
+    assert rec.data.params["trainer.gradient_clip_val"] == "0.5"
+    history = client.get_metric_history(rec.info.run_id, "train/loss")
+    assert max(m.step for m in history) <= 4  # logged per Lightning step = per update here
+
+
 def test_new_activation_by_config_file_alone(store, client, tmp_path):
     extra = tmp_path / "extra_conf"
     (extra / "model/activation").mkdir(parents=True)

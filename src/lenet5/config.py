@@ -32,6 +32,20 @@ def _number(cfg: DictConfig, key: str, kind: type, low: float, *, low_ok: bool =
         raise ConfigError(f"{key}={value!r} is invalid: it must be {what} {bound} (set {key}=...)")
 
 
+def automatic_only(trainer: DictConfig) -> list[str]:
+    """Trainer settings that Lightning applies only with one update per training step
+    (automatic optimization), so they rule out serving several batches per step."""
+    clip, accumulate = trainer.get("gradient_clip_val"), trainer.get("accumulate_grad_batches")
+    return [
+        f"trainer.{key}={value}"
+        for key, value, off in (
+            ("gradient_clip_val", clip, 0),
+            ("accumulate_grad_batches", accumulate, 1),
+        )
+        if value not in (None, off)
+    ]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for a config that cannot train; return None otherwise."""
     if not CONF_DIR.is_dir():
@@ -42,6 +56,13 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "data.eval_batch_size", Integral, 1)
     if cfg.data.get("chunk_size") is not None:
         _number(cfg, "data.chunk_size", Integral, cfg.data.batch_size)
+        settings = automatic_only(cfg.trainer)
+        if settings and cfg.data.chunk_size > cfg.data.batch_size:
+            raise ConfigError(
+                f"{', '.join(settings)} needs one update per Lightning step, but "
+                f"data.chunk_size={cfg.data.chunk_size} serves several: set "
+                f"data.chunk_size={cfg.data.batch_size} (or leave it unset)"
+            )
     _number(cfg, "data.val_size", Integral, 0)
     _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)

@@ -1,8 +1,16 @@
 """Weight initialization choices.
 
 The paper (appendix A) draws every weight and bias of a unit uniformly in
-[-2.4/F, 2.4/F], F being the unit's fan-in. PyTorch's default (the layers' own
-`reset_parameters`) is the modern substitute.
+[-2.4/F, 2.4/F], F being the unit's fan-in, "so that the initial standard deviation of the
+weighted sums is in the same range for each unit, and falls within the normal operating
+region of the sigmoid". The printed 1/F does not do that: with unit-variance inputs the
+weighted sum's standard deviation is 2.4/sqrt(3F), 0.28 for C1 (F=25) but 0.07 for C5
+(F=400), and the signal shrinks layer by layer to ~0.03 at C5's output. 1/sqrt(F) (the
+rule of the same authors' "Efficient BackProp", sec. 4.6) gives 2.4/sqrt(3) = 1.39 for
+every unit, which is what the sentence describes. Both are options (conf/model/init/
+paper.yaml, paper_sqrt.yaml); benchmarks/results/paper_reproduction.md measures what the
+choice does to SDLM. PyTorch's default (the layers' own `reset_parameters`) is the modern
+substitute.
 """
 
 import torch
@@ -26,22 +34,26 @@ def fan_in(module: nn.Module) -> torch.Tensor | int | None:
 
 
 @torch.no_grad()
-def paper_uniform(model: nn.Module, scale: float = 2.4) -> nn.Module:
-    """Uniform in [-scale/F, scale/F] for each weight and bias (appendix A)."""
+def paper_uniform(model: nn.Module, scale: float = 2.4, fan_in_power: float = 1.0) -> nn.Module:
+    """Uniform in [-scale/F**fan_in_power, scale/F**fan_in_power] for each weight and bias
+    (appendix A: fan_in_power 1 as printed, 0.5 as its stated rationale needs)."""
+    if fan_in_power <= 0:
+        raise ValueError(f"fan_in_power must be > 0, got {fan_in_power}")
     for module in model.modules():
         f = fan_in(module)
         if f is None:
             continue
         if isinstance(module, SparseConv2d):
-            bound = scale / f.to(module.weight.dtype)  # one bound per output map
+            bound = scale / f.to(module.weight.dtype) ** fan_in_power  # one bound per output map
             module.weight.copy_(
                 (torch.rand_like(module.weight) * 2 - 1) * bound[module.out_idx, None, None]
             )
             module.bias.copy_((torch.rand_like(module.bias) * 2 - 1) * bound)
             continue
+        bound = scale / f**fan_in_power
         for p in (module.weight, module.bias):
             if p is not None:
-                p.uniform_(-scale / f, scale / f)
+                p.uniform_(-bound, bound)
     return model
 
 

@@ -1,10 +1,12 @@
 """The LightningModule: one training recipe around any LeNet-5 built by `network.py`.
 
 Two modes, chosen by the datamodule (`data.batch_size`, `data.chunk_size`):
-- a training step gets one batch and Lightning makes one update from it (the usual mode);
-- a training step gets a chunk of several batches, e.g. 128 single samples for the paper's
-  per-sample updates, and makes one update per batch inside it (manual optimization), so
-  Lightning's per-step cost is paid once per chunk. The two give the same weights.
+- a training step gets a chunk of several batches (the default: ~1024 samples, or 128 single
+  samples for the paper's per-sample updates) and makes one update per batch inside it
+  (manual optimization), so Lightning's per-step cost is paid once per chunk;
+- a training step gets one batch and Lightning makes one update from it (`data.chunk_size`
+  = `data.batch_size`; what gradient clipping and accumulation need).
+The two give the same weights; `global_step` and `trainer.max_steps` count updates in both.
 
 In the second mode `manual_backward` and `LightningOptimizer.step` cost ~0.12 ms per update
 in hooks and wrappers (~10% of a per-sample update of LeNet-5 on a CPU core). Where they
@@ -103,8 +105,11 @@ class LeNet5Module(pl.LightningModule):
             optimizer._on_before_step,
             optimizer._on_after_step,
         )
-        total = x.new_zeros(())
+        total, seen = x.new_zeros(()), 0
+        max_steps = self.trainer.max_steps
         for xb, yb in zip(x.split(self.update_size), y.split(self.update_size), strict=True):
+            if 0 <= max_steps <= self.global_step:  # stop mid-chunk, as one-step-per-batch would
+                break
             loss = self.loss(self.model(xb), yb)
             if self.plain_updates:
                 raw.zero_grad()
@@ -117,7 +122,9 @@ class LeNet5Module(pl.LightningModule):
                 self.manual_backward(loss)
                 optimizer.step()
             total += loss.detach() * len(yb)
-        self.log("train/loss", total / len(y), prog_bar=True, batch_size=len(y))
+            seen += len(yb)
+        if seen:
+            self.log("train/loss", total / seen, prog_bar=True, batch_size=seen)
         return None
 
     def on_train_epoch_end(self):

@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lenet5.config import CONF_DIR, ConfigError, validate
+from lenet5.config import CONF_DIR, ConfigError, automatic_only, validate
 
 log = logging.getLogger("lenet5")
 
@@ -81,7 +81,10 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
             torch.set_num_threads(cfg.threads)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         # Load the data before opening a run: absent or corrupt data is refused up front.
-        datamodule = instantiate(cfg.data, seed=cfg.seed)
+        chunk = {}
+        if cfg.data.chunk_size is None and automatic_only(cfg.trainer):
+            chunk = {"chunk_size": cfg.data.batch_size}  # one update per step, as they need
+        datamodule = instantiate(cfg.data, seed=cfg.seed, **chunk)
         datamodule.setup()
     except (ConfigError, DataError) as e:
         if in_sweep:  # a sweep's record must show the job, and why it never trained
