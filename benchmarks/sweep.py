@@ -168,8 +168,8 @@ def markdown(result: dict) -> str:
         "",
         "Per-run overhead = (wall x n_jobs - sum of the runs' MLflow durations) / runs: slot "
         "time outside the runs (process and worker start, imports, config, data load, store, "
-        "Hydra). The machine is shared and was loaded (see the load average): both modes "
-        "compete with it for the same 2 cores, which caps what the parallel mode can gain.",
+        "Hydra). Other load on the machine (see the load average) competes with both modes "
+        "for the same cores.",
     ]
     return "\n".join(lines)
 

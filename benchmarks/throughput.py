@@ -98,7 +98,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "memory_gb": round(mem_gb, 1),
         "platform": platform.platform(),
-        "gpu": "none used: the benchmark measures the project's 2-core CPU machine",
+        "gpu": "no GPU used (none was lent to the task that ran this)",
     }
 
 
@@ -630,9 +630,9 @@ def markdown(result: dict) -> str:
     lines = [
         "# Training throughput: `lenet5-train` vs a bare loop vs the tutorial path",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['gpu']}. Shared: "
-        "other training runs and test suites were running (see each part's load average), "
-        "so absolute speeds are depressed; compare the ratios.  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['gpu']}. The "
+        "machine may be shared: each part records the load average before and after it; "
+        "compare ratios of paths run back to back rather than absolute speeds.  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
     ]

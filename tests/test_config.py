@@ -80,6 +80,20 @@ def test_presets_pick_the_documented_choices():
         assert tuple(got[f"model/{g}"] for g in groups) == choices, preset
 
 
+def test_paper_recipe_sets_optimizer_schedule_init_and_per_sample_updates():
+    cfg = compose(["recipe=paper"])
+    choices = cfg.hydra.runtime.choices
+    assert (choices["optimizer"], choices["scheduler"], choices["model/init"]) == (
+        "sdlm",
+        "paper",
+        "paper_sqrt",
+    )
+    assert cfg.optimizer.lr == 0.0001 and cfg.optimizer.mu == 0.02
+    assert cfg.data.batch_size == 1 and cfg.trainer.max_epochs == 20
+    # the command line still wins over the recipe, e.g. the printed 2.4/F initialization
+    assert compose(["recipe=paper", "model/init=paper"]).model.init.fan_in_power == 1.0
+
+
 def test_one_choice_flips_on_top_of_a_preset():
     cfg = compose(["model=paper", "model/pooling=max", "model/loss=map", "model.loss.j=0.5"])
     assert cfg.model.pooling._target_ == "torch.nn.MaxPool2d"

@@ -10,7 +10,7 @@ and the module makes one update per `batch_size` samples inside it (per sample f
 paper's batch_size=1), so Lightning's per-step cost (~1.5 ms on a CPU core: logging, progress
 bar, loop hooks) is paid once per chunk, not once per update. By default a chunk is 128
 samples per sample, ~1024 samples otherwise (16 updates at batch 64): with one update per
-Lightning step, a batch-64 run was 0.71x as fast as a bare PyTorch loop, with chunks 1.04x
+Lightning step, a batch-64 run was 0.69x as fast as a bare PyTorch loop, with chunks 0.97x
 (benchmarks/results/throughput.md).
 
 The paper's distortions (sec. III-B, fig. 7: random planar affine transforms) are an `augment`
