@@ -8,7 +8,7 @@ Two modes, chosen by the datamodule (`data.batch_size`, `data.chunk_size`):
   = `data.batch_size`; what gradient clipping and accumulation need).
 The two give the same weights; `global_step` and `trainer.max_steps` count updates in both.
 
-In the second mode `manual_backward` and `LightningOptimizer.step` cost ~0.12 ms per update
+In the chunked mode `manual_backward` and `LightningOptimizer.step` cost ~0.12 ms per update
 in hooks and wrappers (~10% of a per-sample update of LeNet-5 on a CPU core). Where they
 would do nothing but `loss.backward()`, `optimizer.step()` and count the step (32-bit
 precision on one device, no profiler, no hook that runs per update), the chunk loop calls
