@@ -392,7 +392,7 @@ def throughput(args) -> dict:
             "cpu_a_over_b": statistics.median(cpu_a_b),
             "cpu_a_over_c": statistics.median(cpu_a_c),
         }
-        summary[bs]["chunk_size"] = runs[bs]["project"][0]["chunk_size"] or default_chunk_size(bs)
+        summary[bs]["chunk_size"] = default_chunk_size(bs)  # (a) runs with the default
         if "project_per_step" in runs[bs]:
             ps_b = [a / b for a, b in zip(ips["project_per_step"], ips["bare"], strict=True)]
             ps_c = [a / c for a, c in zip(ips["project_per_step"], ips["tutorial"], strict=True)]

@@ -42,6 +42,21 @@ OPTIMIZERS = {
 SCHEDULE = lambda opt: piecewise_constant(opt, milestones=[1], factors=[1.0, 0.5])  # noqa: E731
 
 
+def fit(module: LeNet5Module, dm: DigitsDataModule, max_steps: int = -1) -> pl.Trainer:
+    """A bare Trainer (no logger, checkpoints or progress bar) fitted for EPOCHS passes."""
+    trainer = pl.Trainer(
+        max_epochs=EPOCHS,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
 def lightning_weights(optimizer: str, chunk_size: int, monkeypatch):
     """Train with Lightning; also returns when SDLM estimated h as (epoch, updates so far)."""
     dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=chunk_size, seed=3)
@@ -53,16 +68,7 @@ def lightning_weights(optimizer: str, chunk_size: int, monkeypatch):
         estimate(opt, *args)
 
     monkeypatch.setattr(SDLM, "estimate_hessian", spy)
-    trainer = pl.Trainer(
-        max_epochs=EPOCHS,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=dm)
-    return module, trainer, calls
+    return module, fit(module, dm), calls
 
 
 def loop_weights(optimizer: str):
@@ -124,17 +130,7 @@ def batched_fit(chunk_size: int, max_steps: int = -1):
     torch.manual_seed(1)
     dm = DigitsDataModule(tiny_source, val_size=0, batch_size=4, chunk_size=chunk_size, seed=3)
     module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS["sgd"], SCHEDULE)
-    trainer = pl.Trainer(
-        max_epochs=EPOCHS,
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=dm)
-    return module, trainer
+    return module, fit(module, dm, max_steps)
 
 
 @pytest.mark.parametrize("max_steps", [-1, 5])
