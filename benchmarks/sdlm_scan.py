@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from lenet5.cli import compose
 from lenet5.data import TensorBatches
-from lenet5.train import build_module, compose
+from lenet5.train import build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def main() -> None:
             "recipe=paper",
             "data=mnist",
             "data.val_size=0",
-            f"data.source.root={args.data_dir}",
+            f"data.root={args.data_dir}",
             f"model/init={args.init}",
             f"optimizer.lr={args.lr}",
             f"seed={args.seed}",

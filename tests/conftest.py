@@ -1,4 +1,8 @@
 import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,30 +15,77 @@ FULL_MNIST_CANDIDATES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Training in-process changes process-wide state: `threads=N` sets torch's thread count,
+    every run installs its SIGINT/SIGTERM handlers (Lightning ignores SIGINT after a Ctrl-C).
+    Each test gets them back as the session had them, so no test slows or disarms another."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    torch = sys.modules.get("torch")
+    if torch and threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema and nothing else, made once per session.
+
+    Creating a store runs MLflow's schema migrations (1-5 s); copying this file gives each
+    test a fresh store in milliseconds. Creation itself stays tested where it matters: the
+    slow tier's parallel sweep and CLI smoke test start from no store at all.
+    """
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def store(tmp_path) -> list[str]:
+def new_store(empty_store) -> Callable[..., list[str]]:
+    """new_store(folder, experiment="test"): a fresh store in `folder`; returns the overrides
+    that send a run's records (and artifacts) there."""
+
+    def make(folder: Path, experiment: str = "test") -> list[str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store, folder / "mlflow.db")
+        return [
+            f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
+            f"mlflow.artifact_root={folder}/artifacts",
+            f"mlflow.experiment_name={experiment}",
+        ]
+
+    return make
+
+
+@pytest.fixture
+def store(new_store, tmp_path) -> list[str]:
     """Overrides that send MLflow records to a fresh SQLite store in tmp_path."""
-    return [
-        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        f"mlflow.artifact_root={tmp_path}/artifacts",
-        "mlflow.experiment_name=test",
-    ]
+    return new_store(tmp_path)
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(store, tmp_path):
+    """A client on `store`'s store."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
 
 
-# Small and quick: 1 epoch on the shipped 5,000-digit subset, no progress bar.
-QUICK = [
-    "data=mnist_subset",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",  # an epoch of the subset is 4 steps (chunks of 1024)
-]
+@pytest.fixture
+def quick() -> list[str]:
+    """Small and quick: 1 epoch on the shipped 5,000-digit subset, no progress bar."""
+    return [
+        "data=mnist_subset",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",  # an epoch of the subset is 4 steps (chunks of 1024)
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lenet5.data import DigitsDataModule, RandomSqueeze
-from lenet5.train import compose
+from lenet5.augment import RandomSqueeze
+from lenet5.cli import compose
+from lenet5.data import DigitsDataModule
 
 
 def digits():

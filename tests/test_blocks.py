@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from lenet5.activation import ScaledTanh
+from lenet5.cli import compose
 from lenet5.connectivity import SparseConv2d
 from lenet5.head import RBFHead, digit_bitmaps
-from lenet5.init import paper_uniform
+from lenet5.init import fan_in, paper_uniform
 from lenet5.loss import MAPLoss, MLELoss
 from lenet5.network import LeNet5, n_trainable_params
 from lenet5.pooling import TrainableSubsampling
-from lenet5.train import build_model, compose
+from lenet5.train import build_model
 
 TABLE_I = compose().model.connectivity.table  # the table as the config file states it
 
@@ -114,7 +115,7 @@ def test_rbf_classifies_each_bitmap_as_its_digit():
 def test_rbf_centres_are_not_parameters():
     head = RBFHead(84, 10)
     assert list(head.parameters()) == []
-    with pytest.raises(ValueError, match="bitmaps for 10 digits only"):
+    with pytest.raises(ValueError, match="bitmaps for the 10 digits only"):
         RBFHead(84, 11)
 
 
@@ -177,3 +178,37 @@ def test_shapes_for_other_inputs(size, channels, classes):
         f"data.num_classes={classes}",
     )
     assert model(torch.randn(5, channels, size, size)).shape == (5, classes)
+
+
+class TwoClassHead(torch.nn.Linear):
+    """A head that serves two classes only, and says so through its own `check`."""
+
+    @classmethod
+    def check(cls, num_classes: int, loss: object = None) -> None:
+        if num_classes != 2:
+            raise ValueError(f"TwoClassHead serves 2 classes, not {num_classes}")
+
+
+def test_validation_calls_the_blocks_own_checks():
+    from lenet5.config import ConfigError, validate
+
+    head = ["model/head=softmax", f"model.head._target_={__name__}.TwoClassHead"]
+    validate(compose([*head, "data.num_classes=2"]))  # the block accepts it
+    with pytest.raises(ConfigError, match="TwoClassHead serves 2 classes, not 10"):
+        validate(compose(head))
+    with pytest.raises(ConfigError, match=r"model/head: cannot import _target_ 'torch.nn.Nope'"):
+        validate(compose(["model/head=softmax", "model.head._target_=torch.nn.Nope"]))
+
+
+def test_each_layer_says_its_own_fan_in():
+    model = paper_model("model=paper")
+    assert [fan_in(getattr(model, name)) for name in ("c1", "s2", "c5", "f6", "head")] == [
+        25,
+        4,
+        16 * 25,
+        120,
+        None,  # fixed RBF centres: nothing to initialize
+    ]
+    # Table I: 6 maps see 3 of S2's maps, 9 see 4, 1 sees all 6
+    assert sorted(fan_in(model.c3).tolist()) == [75] * 6 + [100] * 9 + [150]
+    assert fan_in(model.c1_act) is None

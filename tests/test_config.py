@@ -5,9 +5,10 @@ import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
+from lenet5.cli import compose
 from lenet5.config import CONF_DIR, EXPERIMENTS_DIR, ConfigError, validate
 from lenet5.sdlm import SDLM
-from lenet5.train import build_module, compose
+from lenet5.train import build_module
 
 
 def all_options() -> list[tuple[str, str]]:

@@ -42,7 +42,7 @@ def test_batches_cover_the_epoch_and_reshuffle_per_epoch():
     loader = dm.train_dataloader()
     ys = torch.cat([y for _, y in loader])
     assert len(loader) == 55 and len(ys) == 3500
-    chunks = subset_module(batch_size=64).train_dataloader()  # default: 1024 = 16 batches
+    chunks = subset_module(batch_size=64, chunk_size=1024).train_dataloader()  # 16 batches
     assert [len(y) for _, y in chunks] == [1024, 1024, 1024, 428]
     assert torch.equal(ys.sort().values, dm.splits["train"][1].sort().values)
     epoch = [0]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lenet5.train import run
+from lenet5.cli import run
 
 
 @pytest.mark.slow
@@ -12,7 +12,7 @@ def test_preset_reaches_98_percent_in_3_epochs(preset, mnist_root, store, client
         [
             f"model={preset}",
             "data=mnist",
-            f"data.source.root={mnist_root}",
+            f"data.root={mnist_root}",
             "trainer.max_epochs=3",
             "trainer.enable_progress_bar=false",
             *store,

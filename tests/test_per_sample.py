@@ -1,11 +1,16 @@
-"""Per-sample updates served in chunks give the weights of a plain per-sample loop."""
+"""Per-sample updates served in chunks give the weights of a plain per-sample loop; the
+chunk size is decided once (lenet5.config.chunk_size) and handed to data and module."""
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from lenet5.activation import ScaledTanh
+from lenet5.cli import compose
+from lenet5.config import CONF_DIR, ConfigError, chunk_size
+from lenet5.connectivity import SparseConv2d
 from lenet5.data import DigitsDataModule, TensorBatches
 from lenet5.head import RBFHead
 from lenet5.loss import MLELoss
@@ -13,6 +18,7 @@ from lenet5.module import LeNet5Module
 from lenet5.network import LeNet5
 from lenet5.pooling import TrainableSubsampling
 from lenet5.sdlm import SDLM, piecewise_constant
+from lenet5.train import build_module
 
 N_TRAIN, EPOCHS = 24, 2
 
@@ -25,11 +31,13 @@ def tiny_source():
 
 
 def paper_net() -> nn.Module:
+    """LeNet-5 with every choice the paper's, sparse C3 (Table I) included."""
     torch.manual_seed(0)
+    table = OmegaConf.load(CONF_DIR / "model/connectivity/sparse.yaml").table
     return LeNet5(
         activation=ScaledTanh,
         pooling=TrainableSubsampling,
-        connectivity=nn.Conv2d,
+        connectivity=lambda **kw: SparseConv2d(**kw, table=table),
         head=RBFHead,
     )
 
@@ -42,9 +50,12 @@ OPTIMIZERS = {
 SCHEDULE = lambda opt: piecewise_constant(opt, milestones=[1], factors=[1.0, 0.5])  # noqa: E731
 
 
-def fit(module: LeNet5Module, dm: DigitsDataModule, max_steps: int = -1) -> pl.Trainer:
+def fit(
+    module: LeNet5Module, dm: DigitsDataModule, max_steps: int = -1, callbacks=()
+) -> pl.Trainer:
     """A bare Trainer (no logger, checkpoints or progress bar) fitted for EPOCHS passes."""
     trainer = pl.Trainer(
+        callbacks=list(callbacks),
         max_epochs=EPOCHS,
         max_steps=max_steps,
         accelerator="cpu",
@@ -57,10 +68,17 @@ def fit(module: LeNet5Module, dm: DigitsDataModule, max_steps: int = -1) -> pl.T
     return trainer
 
 
-def lightning_weights(optimizer: str, chunk_size: int, monkeypatch):
+def lightning_weights(optimizer: str, chunk: int, monkeypatch, callbacks=()):
     """Train with Lightning; also returns when SDLM estimated h as (epoch, updates so far)."""
-    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=chunk_size, seed=3)
-    module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS[optimizer], SCHEDULE)
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=chunk, seed=3)
+    module = LeNet5Module(
+        paper_net(),
+        MLELoss(),
+        OPTIMIZERS[optimizer],
+        SCHEDULE,
+        update_size=1 if chunk > 1 else None,
+        curvature_sample=dm.train_sample,
+    )
     calls, estimate = [], SDLM.estimate_hessian
 
     def spy(opt, *args):
@@ -68,7 +86,7 @@ def lightning_weights(optimizer: str, chunk_size: int, monkeypatch):
         estimate(opt, *args)
 
     monkeypatch.setattr(SDLM, "estimate_hessian", spy)
-    return module, fit(module, dm), calls
+    return module, fit(module, dm, callbacks=callbacks), calls
 
 
 def loop_weights(optimizer: str):
@@ -93,43 +111,99 @@ def loop_weights(optimizer: str):
     return model
 
 
+def assert_same_weights(module: LeNet5Module, expected: nn.Module) -> None:
+    initial = paper_net().state_dict()
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(module.model.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        if name.endswith("weight"):
+            assert not torch.allclose(value, initial[name])  # the weights did move
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "sdlm"])
 def test_chunked_per_sample_updates_equal_a_plain_loop(optimizer, monkeypatch):
     expected = loop_weights(optimizer)
-    module, trainer, calls = lightning_weights(optimizer, chunk_size=16, monkeypatch=monkeypatch)
+    module, trainer, calls = lightning_weights(optimizer, chunk=16, monkeypatch=monkeypatch)
     assert not module.automatic_optimization  # 24 samples = chunks of 16 + 8
+    # The fast path (plain backward/step, Lightning's private step counters) was taken: if
+    # this fails, pytorch-lightning's LightningOptimizer internals changed (see module.py).
+    assert module.plain_updates
     assert trainer.global_step == EPOCHS * N_TRAIN  # one optimizer step per sample
-    initial = paper_net().state_dict()
-    for name, value in expected.state_dict().items():
-        got = module.model.state_dict()[name]
-        torch.testing.assert_close(got, value, rtol=1e-5, atol=1e-6)
-        if name.endswith("weight"):
-            assert not torch.allclose(value, initial[name])  # the weights did move
+    assert_same_weights(module, expected)
     # SDLM: h estimated once per pass, before its first update; SGD: never
     assert calls == ([(0, 0), (1, N_TRAIN)] if optimizer == "sdlm" else [])
     assert torch.isfinite(trainer.callback_metrics["train/loss"])  # the chunk's mean loss
 
 
-def test_chunk_serves_chunk_size_samples_and_batch_size_keeps_automatic_mode():
+class CountUpdates(pl.Callback):
+    """A per-update hook: Lightning's wrappers must run, so the chunk loop cannot skip them."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.updates += 1
+
+
+def test_per_update_hook_takes_the_manual_backward_path_with_the_same_weights(monkeypatch):
+    counter = CountUpdates()
+    module, trainer, _ = lightning_weights(
+        "sgd", chunk=16, monkeypatch=monkeypatch, callbacks=[counter]
+    )
+    assert not module.automatic_optimization and not module.plain_updates
+    assert counter.updates == trainer.global_step == EPOCHS * N_TRAIN
+    assert_same_weights(module, loop_weights("sgd"))
+
+
+def test_sdlm_without_a_sample_source_says_what_to_give():
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=16)
+    module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS["sdlm"], update_size=1)
+    with pytest.raises(ValueError, match="curvature_sample"):
+        fit(module, dm)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "chunk"),
+    [
+        (["data.batch_size=1"], 128),  # per-sample updates, 128 to a step
+        (["data.batch_size=64"], 1024),  # 16 updates a step
+        (["data.batch_size=300"], 900),
+        (["data.batch_size=2000"], 2000),
+        (["data.batch_size=8", "data.chunk_size=8"], 8),  # one update per step, as asked
+        (["data.batch_size=64", "+trainer.gradient_clip_val=0.5"], 64),  # clipping needs it
+        (["data.batch_size=64", "+trainer.accumulate_grad_batches=2"], 64),
+    ],
+)
+def test_chunk_size_is_decided_once_and_handed_to_data_and_module(overrides, chunk):
+    cfg = compose(overrides)
+    assert chunk_size(cfg) == chunk
+    module = build_module(cfg)
+    batch = cfg.data.batch_size
+    assert module.update_size == (batch if chunk > batch else None)
+    assert module.automatic_optimization == (chunk == batch)
+
+
+def test_chunk_size_not_a_multiple_of_the_batch_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"set data\.chunk_size=15"):
+        chunk_size(compose(["data.batch_size=3", "data.chunk_size=16"]))
+
+
+def test_datamodule_serves_chunk_size_samples():
     dm = DigitsDataModule(tiny_source, val_size=0, batch_size=1, chunk_size=16)
     dm.setup()
     assert [len(y) for _, y in dm.train_dataloader()] == [16, 8]
-    default = DigitsDataModule(tiny_source, val_size=0, batch_size=1)
-    assert default.chunk_size == 128  # per-sample mode by default when batch_size=1
-    assert DigitsDataModule(tiny_source, batch_size=64).chunk_size == 1024  # 16 updates a step
-    assert DigitsDataModule(tiny_source, batch_size=300).chunk_size == 900
-    assert DigitsDataModule(tiny_source, batch_size=2000).chunk_size == 2000
-    plain = DigitsDataModule(tiny_source, val_size=0, batch_size=8, chunk_size=8)
+    plain = DigitsDataModule(tiny_source, val_size=0, batch_size=8)  # default: one batch
     plain.setup()
     assert [len(y) for _, y in plain.train_dataloader()] == [8, 8, 8]
     with pytest.raises(ValueError, match="multiple"):
         DigitsDataModule(tiny_source, batch_size=3, chunk_size=16)
 
 
-def batched_fit(chunk_size: int, max_steps: int = -1):
+def batched_fit(chunk: int, max_steps: int = -1):
     torch.manual_seed(1)
-    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=4, chunk_size=chunk_size, seed=3)
-    module = LeNet5Module(paper_net(), MLELoss(), OPTIMIZERS["sgd"], SCHEDULE)
+    dm = DigitsDataModule(tiny_source, val_size=0, batch_size=4, chunk_size=chunk, seed=3)
+    module = LeNet5Module(
+        paper_net(), MLELoss(), OPTIMIZERS["sgd"], SCHEDULE, update_size=4 if chunk > 4 else None
+    )
     return module, fit(module, dm, max_steps)
 
 
@@ -137,8 +211,8 @@ def batched_fit(chunk_size: int, max_steps: int = -1):
 def test_batched_chunks_equal_one_update_per_lightning_step(max_steps):
     """Batches of 4 served 12 to a step (3 updates each) give the weights that Lightning's
     automatic optimization gives with one batch per step, and stop at the same update."""
-    automatic, trainer_a = batched_fit(chunk_size=4, max_steps=max_steps)
-    chunked, trainer_c = batched_fit(chunk_size=12, max_steps=max_steps)
+    automatic, trainer_a = batched_fit(chunk=4, max_steps=max_steps)
+    chunked, trainer_c = batched_fit(chunk=12, max_steps=max_steps)
     assert automatic.automatic_optimization and not chunked.automatic_optimization
     updates = EPOCHS * N_TRAIN // 4 if max_steps < 0 else max_steps
     assert trainer_a.global_step == trainer_c.global_step == updates

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK
 from mlflow.tracking import MlflowClient
 
+from lenet5.cli import run
 from lenet5.config import ConfigError
 from lenet5.data import DataError, load_mnist
 from lenet5.faults import NonFiniteLossError
 from lenet5.tracking import StoreError
-from lenet5.train import run
 
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
 
@@ -26,11 +25,11 @@ def runs_of(client, experiment="test"):
     return client.search_runs([exp.experiment_id]) if exp else []
 
 
-def test_unwritable_store_is_refused_before_training(tmp_path):
+def test_unwritable_store_is_refused_before_training(quick, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the store's folder should be")
     with pytest.raises(StoreError, match="cannot create the MLflow store folder"):
-        run([*QUICK, f"mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db"])
+        run([*quick, f"mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db"])
 
 
 def test_unreadable_data_root_is_named(tmp_path, monkeypatch):
@@ -48,7 +47,7 @@ def test_missing_data_refused_before_any_run_is_opened(store, client, tmp_path):
             [
                 *store,
                 "data=mnist",
-                f"data.source.root={tmp_path}/empty",
+                f"data.root={tmp_path}/empty",
                 "data.source.download=false",
             ]
         )
@@ -63,13 +62,13 @@ def test_missing_data_refused_before_any_run_is_opened(store, client, tmp_path):
         ("model/activation=nope", Exception, "Available options in 'model/activation'"),
     ],
 )
-def test_bad_input_opens_no_run(store, client, override, error, message):
+def test_bad_input_opens_no_run(quick, store, client, override, error, message):
     with pytest.raises(error, match=message):
-        run([*QUICK, *store, override])
+        run([*quick, *store, override])
     assert runs_of(client) == []
 
 
-def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(store, client):
+def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(quick, store, client):
     # Epoch 0 trains at lr 0.01; the scheduler then multiplies lr by 1e12: the loss blows up.
     explode = [
         "model=modern",
@@ -83,7 +82,7 @@ def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(store,
         "+trainer.limit_train_batches=20",
     ]
     with pytest.raises(NonFiniteLossError, match="training loss became"):
-        run([*QUICK, *store, *explode])
+        run([*quick, *store, *explode])
     (rec,) = runs_of(client)
     assert rec.info.status == "FAILED"
     assert "NonFiniteLossError: training loss became" in rec.data.tags["failure_reason"]
@@ -95,7 +94,7 @@ def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(store,
     )
 
 
-# Slow enough per epoch (batch 8: ~440 steps) that a signal lands mid-training.
+# Slow enough per epoch (batch 8: ~440 updates) that a signal lands mid-training.
 LONG = [
     "data=mnist_subset",
     "data.batch_size=8",
@@ -109,7 +108,7 @@ LONG = [
 ]
 
 
-def start_and_interrupt(tmp_path, sig, extra=()):
+def start_and_interrupt(tmp_path, sig):
     """Start lenet5-train, wait for its first epoch's checkpoint, send `sig`; return the run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     store = [
@@ -118,7 +117,7 @@ def start_and_interrupt(tmp_path, sig, extra=()):
         "mlflow.experiment_name=test",
     ]
     proc = subprocess.Popen(
-        [LENET5_TRAIN, *LONG, *store, *extra],
+        [LENET5_TRAIN, *LONG, *store],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -133,20 +132,49 @@ def start_and_interrupt(tmp_path, sig, extra=()):
     assert proc.returncode != 0, out[-2000:]
     client = MlflowClient(uri)
     (rec,) = runs_of(client)
-    return client, rec, store
+    return client, rec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
-    client, rec, _ = start_and_interrupt(tmp_path, sig)
+    client, rec = start_and_interrupt(tmp_path, sig)
     assert rec.info.status == "KILLED"
     assert "failure_reason" in rec.data.tags
     artifacts = {f.path for f in client.list_artifacts(rec.info.run_id, "checkpoints")}
     assert "checkpoints/last.ckpt" in artifacts
 
 
-def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path):
-    client, rec, store = start_and_interrupt(tmp_path / "a", signal.SIGINT)
+# Two short epochs of one-thread, deterministic training: what the resume test compares.
+TWO_EPOCHS = [
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    "threads=1",
+    "model=modern",
+    "optimizer=sgd",
+    "optimizer.lr=0.01",
+]
+
+
+def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(
+    quick, new_store, tmp_path, monkeypatch
+):
+    from lenet5.module import LeNet5Module
+
+    # Ctrl-C in the second epoch, after its first step: a real SIGINT to this process,
+    # raised at a fixed point of training (the signal tests above send it from outside).
+    def on_train_batch_start(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 1):
+            signal.raise_signal(signal.SIGINT)
+
+    store = new_store(tmp_path / "a")
+    client = MlflowClient(f"sqlite:///{tmp_path}/a/mlflow.db")
+    with monkeypatch.context() as m:
+        m.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
+        with pytest.raises(SystemExit):  # what Lightning turns a Ctrl-C into
+            run([*quick, *TWO_EPOCHS, *store])
+    (rec,) = runs_of(client)
+    assert rec.info.status == "KILLED"
     run_id = rec.info.run_id
     params_before = rec.data.params
     run([f"resume={run_id}", *store])
@@ -155,28 +183,19 @@ def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path
     assert resumed.data.params == params_before  # nothing re-logged with other values
     assert len(runs_of(client)) == 1  # the same run, not a new one
     # The same config and seed, never interrupted, in another store.
-    other = tmp_path / "b"
-    run(
-        [
-            *LONG,
-            f"mlflow.tracking_uri=sqlite:///{other}/mlflow.db",
-            f"mlflow.artifact_root={other}/art",
-            "mlflow.experiment_name=test",
-        ]
-    )
-    (straight,) = runs_of(MlflowClient(f"sqlite:///{other}/mlflow.db"))
+    run([*quick, *TWO_EPOCHS, *new_store(tmp_path / "b")])
+    other = MlflowClient(f"sqlite:///{tmp_path}/b/mlflow.db")
+    (straight,) = runs_of(other)
     for key in ("test/acc", "test/loss", "val/acc"):
         assert resumed.data.metrics[key] == straight.data.metrics[key], key
     # Metrics went on at the steps an uninterrupted run logs them at.
     steps = lambda c, r: {m.step for m in c.get_metric_history(r, "val/acc")}  # noqa: E731
-    assert steps(client, run_id) == steps(
-        MlflowClient(f"sqlite:///{other}/mlflow.db"), straight.info.run_id
-    )
+    assert steps(client, run_id) == steps(other, straight.info.run_id)
     assert len(steps(client, run_id)) == 2  # one validation per epoch
 
 
-def test_resume_refuses_other_overrides_and_finished_runs(store, client):
-    run([*QUICK, *store])
+def test_resume_refuses_other_overrides_and_finished_runs(quick, store, client):
+    run([*quick, *store])
     (rec,) = runs_of(client)
     with pytest.raises(ConfigError, match="drop the other overrides"):
         run([f"resume={rec.info.run_id}", "optimizer.lr=0.5", *store])
@@ -184,21 +203,12 @@ def test_resume_refuses_other_overrides_and_finished_runs(store, client):
         run([f"resume={rec.info.run_id}", *store])
 
 
-def test_same_config_and_seed_give_bitwise_identical_metrics(tmp_path):
+def test_same_config_and_seed_give_bitwise_identical_metrics(quick, new_store, tmp_path):
     results = []
     for i in range(2):
-        uri = f"sqlite:///{tmp_path}/{i}.db"
-        run(
-            [
-                *QUICK,
-                "trainer.deterministic=true",
-                "threads=1",
-                "seed=7",
-                f"mlflow.tracking_uri={uri}",
-                f"mlflow.artifact_root={tmp_path}/a{i}",
-            ]
-        )
-        (rec,) = runs_of(MlflowClient(uri), "lenet5")
+        store = new_store(tmp_path / str(i))
+        run([*quick, "trainer.deterministic=true", "threads=1", "seed=7", *store])
+        (rec,) = runs_of(MlflowClient(f"sqlite:///{tmp_path}/{i}/mlflow.db"))
         results.append(rec.data.metrics)
     for key in ("test/acc", "test/loss", "test/error", "val/loss", "train/loss"):
         assert results[0][key] == results[1][key], key

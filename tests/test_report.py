@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lenet5.report import main, retry, summarize
+from lenet5.report import Counts, Run, counts, main, retry, summarize
 
 FACTORS = ["activation", "pooling", "connectivity", "head"]
 BASELINE = {
@@ -267,31 +267,46 @@ def test_watch_follows_until_the_sweep_ends(client, uri, exp, tmp_path, monkeypa
         client, exp, "w", "one_at_a_time", one_at_a_time_jobs(), parent_status="RUNNING"
     )
     # Instead of waiting, the "sleep" ends the sweep as the sweep itself would.
-    monkeypatch.setattr("lenet5.report.time.sleep", lambda s: client.set_terminated(pid))
+    monkeypatch.setattr("lenet5.report.store.time.sleep", lambda s: client.set_terminated(pid))
     assert report(uri, exp, tmp_path, "--watch", "5", "--no-log") == 0
     out = capsys.readouterr().out
     assert "(RUNNING)" in out and "(FINISHED)" in out and "parent run: " in out
 
 
+def run(status, error, **levels):
+    """A child run at the baseline but for `levels`."""
+    return Run("id", "name", status, {**BASELINE, **levels}, error)
+
+
 def test_summarize_pure():
     runs = (
-        [{"status": "FINISHED", "tags": {**BASELINE}, "error": e} for e in (0.01, 0.02)]
-        + [
-            {"status": "FINISHED", "tags": {**BASELINE, "head": "softmax"}, "error": e}
-            for e in (0.03, 0.05)
-        ]
-        + [{"status": "KILLED", "tags": {**BASELINE, "head": "softmax"}, "error": 0.5}]
+        [run("FINISHED", e) for e in (0.01, 0.02)]
+        + [run("FINISHED", e, head="softmax") for e in (0.03, 0.05)]
+        + [run("KILLED", 0.5, head="softmax")]
+        + [run("FINISHED", None, head="euclid")]  # no error logged: its level has n = 0
     )
     rows = summarize(runs, FACTORS, BASELINE)
-    head = [r for r in rows if r["factor"] == "head"]
-    assert [r["level"] for r in head] == ["rbf", "softmax"]
-    assert head[1]["mean"] == pytest.approx(4.0) and head[1]["diff"] == pytest.approx(2.5)
-    assert head[0]["is_baseline"] and head[0]["diff"] == 0.0
-    assert all(r["section"] == "simple" for r in rows)
+    head = [r for r in rows if r.factor == "head"]
+    assert [r.level for r in head] == ["rbf", "softmax", "euclid"]
+    assert head[1].mean == pytest.approx(4.0) and head[1].diff == pytest.approx(2.5)
+    assert head[0].is_baseline and head[0].diff == 0.0
+    assert head[2].n == 0 and head[2].mean is head[2].diff is None
+    assert all(r.section == "simple" for r in rows)
+
+
+def test_counts_derive_what_is_missing():
+    statuses = ["FINISHED"] * 3 + ["FAILED", "KILLED", "RUNNING", "SCHEDULED"]
+    children = [run(s, None) for s in statuses]
+    assert counts(children, 10) == Counts(finished=3, failed=1, killed=1, running=2, expected=10)
+    assert counts(children, 10).not_started == 3 and counts(children, 10).missing == 5
+    # More runs than expected: none "not started", never a negative count.
+    assert counts(children, 5).not_started == 0 and counts(children, 5).missing == 2
+    # Without an expected count only the running ones are known to be missing.
+    assert counts(children, None).not_started is None and counts(children, None).missing == 2
 
 
 def test_retry_rides_out_a_locked_database(monkeypatch):
-    monkeypatch.setattr("lenet5.report.time.sleep", lambda s: None)
+    monkeypatch.setattr("lenet5.report.store.time.sleep", lambda s: None)
     calls = []
 
     def flaky():

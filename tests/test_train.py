@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK
 
+from lenet5.cli import run
 from lenet5.head import digit_bitmaps
-from lenet5.train import run
 
 DESIGN_TAGS = ("activation", "pooling", "connectivity", "head", "init", "optimizer", "data")
 
@@ -28,8 +27,8 @@ def artifact_paths(client, run_id, path=None) -> set[str]:
     return out
 
 
-def test_run_is_recorded_with_params_tags_metrics_and_artifacts(store, client, tmp_path):
-    error = run([*QUICK, *store, "seed=3"])
+def test_run_is_recorded_with_params_tags_metrics_and_artifacts(quick, store, client, tmp_path):
+    error = run([*quick, *store, "seed=3"])
     rec = only_run(client)
     assert rec.info.status == "FINISHED"
     assert rec.info.run_name == "scaled_tanh-subsampling-sparse-rbf-adam-s3"
@@ -63,8 +62,8 @@ def test_run_is_recorded_with_params_tags_metrics_and_artifacts(store, client, t
     assert "seed=3" in overrides
 
 
-def test_rbf_centres_unchanged_by_training(store, client):
-    run([*QUICK, *store, "optimizer.lr=0.01"])
+def test_rbf_centres_unchanged_by_training(quick, store, client):
+    run([*quick, *store, "optimizer.lr=0.01"])
     rec = only_run(client)
     ckpt = Path(rec.info.artifact_uri.removeprefix("file://"), "checkpoints/best.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
@@ -72,18 +71,18 @@ def test_rbf_centres_unchanged_by_training(store, client):
     assert not any(k.startswith("model.head.") and k != "model.head.centres" for k in state)
 
 
-def test_exception_ends_the_run_failed_with_its_reason(store, client):
+def test_exception_ends_the_run_failed_with_its_reason(quick, store, client):
     # A Trainer argument Lightning refuses: raised after the run was opened.
     with pytest.raises(Exception, match="limit_train_batches"):
-        run([*QUICK, *store, "+trainer.limit_train_batches=-1"])
+        run([*quick, *store, "+trainer.limit_train_batches=-1"])
     rec = only_run(client)
     assert rec.info.status == "FAILED"
     assert "limit_train_batches" in rec.data.tags["failure_reason"]
 
 
-def test_gradient_clipping_trains_one_batch_per_step(store, client):
+def test_gradient_clipping_trains_one_batch_per_step(quick, store, client):
     # Lightning clips only under automatic optimization: the default chunks give way to it.
-    run([*QUICK, *store, "+trainer.gradient_clip_val=0.5", "+trainer.max_steps=5"])
+    run([*quick, *store, "+trainer.gradient_clip_val=0.5", "+trainer.max_steps=5"])
     rec = only_run(client)
     assert rec.info.status == "FINISHED"
     assert rec.data.params["trainer.gradient_clip_val"] == "0.5"
@@ -91,23 +90,26 @@ def test_gradient_clipping_trains_one_batch_per_step(store, client):
     assert max(m.step for m in history) <= 4  # logged per Lightning step = per update here
 
 
-def test_new_activation_by_config_file_alone(store, client, tmp_path):
+def test_new_activation_by_config_file_alone(quick, store, client, tmp_path):
     extra = tmp_path / "extra_conf"
     (extra / "model/activation").mkdir(parents=True)
     (extra / "model/activation/gelu.yaml").write_text("_target_: torch.nn.GELU\n_partial_: true\n")
-    run([*QUICK, *store, f"hydra.searchpath=[file://{extra}]", "model/activation=gelu"])
+    run([*quick, *store, f"hydra.searchpath=[file://{extra}]", "model/activation=gelu"])
     rec = only_run(client)
     assert rec.info.status == "FINISHED"
     assert rec.data.tags["activation"] == "gelu"
     assert rec.data.params["model.activation._target_"] == "torch.nn.GELU"
 
 
-def test_cli_runs_and_records(tmp_path):
+@pytest.mark.slow
+def test_cli_runs_and_records(quick, tmp_path):
+    """The shell command itself, on a store it creates: the one smoke test of the entry point
+    as installed (the sweeps' subprocesses in tests/test_sweep.py are the others)."""
     uri = f"sqlite:///{tmp_path}/cli.db"
     proc = subprocess.run(
         [
             Path(sys.executable).with_name("lenet5-train"),
-            *QUICK,
+            *quick,
             "model=modern",
             f"mlflow.tracking_uri={uri}",
             f"mlflow.artifact_root={tmp_path}/art",

@@ -3,6 +3,11 @@
 Hydra already refuses an unknown option in a group (listing the valid ones) and an unknown
 key (configs are in struct mode). `validate` adds what Hydra cannot know: types and ranges
 of values, and combinations of choices that cannot work, each with the reason and a fix.
+The checks a block imposes (the RBF head's 10 classes, the network's minimum input) are the
+block's own `check`, called here.
+
+`chunk_size` is the one decision of how training data is served: several batches per
+Lightning step (one update per batch, made by the module) or one batch per step.
 """
 
 from numbers import Integral, Real
@@ -17,6 +22,13 @@ EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 # `${project_root:}` anchors data and MLflow paths to the repo, not to a Hydra job's cwd.
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+# `${if_validating:${data.val_size},val/acc}`: a metric to monitor only where there is one.
+if not OmegaConf.has_resolver("if_validating"):
+    OmegaConf.register_new_resolver("if_validating", lambda n, metric: metric if n else None)
+
+# Samples per Lightning step when data.chunk_size is unset (see lenet5.data's docstring).
+PER_SAMPLE_CHUNK = 128  # batch_size=1: 128 updates, ~0.3 s on a CPU core
+BATCHED_CHUNK = 1024  # batch_size>1: the multiple of batch_size at or below 1024 (>= 1 batch)
 
 
 class ConfigError(ValueError):
@@ -46,6 +58,40 @@ def automatic_only(trainer: DictConfig) -> list[str]:
     ]
 
 
+def chunk_size(cfg: DictConfig) -> int:
+    """Samples per Lightning step: `data.chunk_size`, or by default 128 per-sample updates or
+    ~1024 samples of batches, or one batch where a trainer setting needs one update per step."""
+    batch, chunk = cfg.data.batch_size, cfg.data.get("chunk_size")
+    settings = automatic_only(cfg.trainer)
+    if chunk is None:
+        if settings or batch > BATCHED_CHUNK:
+            return batch
+        return PER_SAMPLE_CHUNK if batch == 1 else batch * (BATCHED_CHUNK // batch)
+    _number(cfg, "data.chunk_size", Integral, batch)
+    if chunk % batch:
+        raise ConfigError(
+            f"data.chunk_size={chunk} must be a multiple of data.batch_size={batch}: set "
+            f"data.chunk_size={batch * max(1, chunk // batch)} (or leave it unset)"
+        )
+    if settings and chunk > batch:
+        raise ConfigError(
+            f"{', '.join(settings)} needs one update per Lightning step, but "
+            f"data.chunk_size={chunk} serves several: set data.chunk_size={batch} "
+            "(or leave it unset)"
+        )
+    return chunk
+
+
+def _block(node: DictConfig, group: str):
+    """The class or factory a block's config names."""
+    from hydra.utils import get_object
+
+    try:
+        return get_object(node._target_)
+    except Exception as e:
+        raise ConfigError(f"{group}: cannot import _target_ {node._target_!r} ({e})") from e
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for a config that cannot train; return None otherwise."""
     if not CONF_DIR.is_dir():
@@ -54,41 +100,19 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "optimizer.lr", Real, 0, low_ok=False)
     _number(cfg, "data.batch_size", Integral, 1)
     _number(cfg, "data.eval_batch_size", Integral, 1)
-    if cfg.data.get("chunk_size") is not None:
-        _number(cfg, "data.chunk_size", Integral, cfg.data.batch_size)
-        settings = automatic_only(cfg.trainer)
-        if settings and cfg.data.chunk_size > cfg.data.batch_size:
-            raise ConfigError(
-                f"{', '.join(settings)} needs one update per Lightning step, but "
-                f"data.chunk_size={cfg.data.chunk_size} serves several: set "
-                f"data.chunk_size={cfg.data.batch_size} (or leave it unset)"
-            )
+    chunk_size(cfg)
     _number(cfg, "data.val_size", Integral, 0)
     _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)
     _number(cfg, "trainer.max_epochs", Integral, 1)
-    from lenet5.network import MIN_INPUT_SIZE
+    from lenet5.network import LeNet5
 
-    size = cfg.model.input_size
-    if not isinstance(size, int) or size < MIN_INPUT_SIZE:
-        raise ConfigError(
-            f"model.input_size={size!r}: LeNet-5's C5 needs 5x5 maps from S4, so inputs must be "
-            f"at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (set data.size=32 for MNIST)"
-        )
-    head, loss = cfg.model.head._target_, cfg.model.loss._target_
-    rbf_head = head.endswith("RBFHead")
-    if rbf_head and cfg.model.num_classes > 10:
-        raise ConfigError(
-            f"model/head=rbf has fixed bitmaps for the 10 digits only, so it cannot serve "
-            f"{cfg.model.num_classes} classes: use model/head=softmax"
-        )
-    if not rbf_head and loss.startswith("lenet5.loss."):
-        raise ConfigError(
-            f"model.loss={loss} is defined on RBF penalties, but model/head is {head}: use "
-            "model/head=rbf, or model/loss=cross_entropy"
-        )
-    if rbf_head and loss == "torch.nn.CrossEntropyLoss":
-        raise ConfigError(
-            "model/loss=cross_entropy goes with the softmax head; the RBF head's outputs are "
-            "penalties: use model/loss=mle or model/loss=map (the paper's eq. 8 and 9)"
-        )
+    head, loss = _block(cfg.model.head, "model/head"), _block(cfg.model.loss, "model/loss")
+    try:
+        LeNet5.check(cfg.model.input_size)
+        if hasattr(head, "check"):
+            head.check(num_classes=cfg.model.num_classes, loss=loss)
+        if hasattr(loss, "check"):
+            loss.check(head=head)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e

@@ -52,13 +52,16 @@ class SparseConv2d(nn.Module):
         return torch.tensor([len(row) * self.kernel_size**2 for row in self.table])
 
     def reset_parameters(self) -> None:
-        # Same rule as nn.Conv2d's default, with each output map's own fan-in.
-        bound = self.fan_in().float().rsqrt()
-        with torch.no_grad():
-            self.weight.copy_(
-                (torch.rand_like(self.weight) * 2 - 1) * bound[self.out_idx, None, None]
-            )
-            self.bias.copy_((torch.rand_like(self.bias) * 2 - 1) * bound)
+        # Same rule as nn.Conv2d's default (1/sqrt(F)), with each output map's own fan-in.
+        self.uniform_by_fan_in_(scale=1.0, power=0.5)
+
+    @torch.no_grad()
+    def uniform_by_fan_in_(self, scale: float, power: float) -> None:
+        """Weights and biases uniform in +/-scale/F**power, F each output map's own fan-in
+        (its units have different fan-ins, so `lenet5.init` hands the rule to the block)."""
+        bound = scale / self.fan_in().to(self.weight.dtype) ** power
+        self.weight.copy_((torch.rand_like(self.weight) * 2 - 1) * bound[self.out_idx, None, None])
+        self.bias.copy_((torch.rand_like(self.bias) * 2 - 1) * bound)
 
     def dense_weight(self) -> torch.Tensor:
         k = self.kernel_size

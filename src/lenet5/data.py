@@ -8,10 +8,10 @@ normalized on the fly. This avoids the per-sample PIL transforms of the usual
 Training data is served as *chunks* of `chunk_size` samples: one Lightning step per chunk,
 and the module makes one update per `batch_size` samples inside it (per sample for the
 paper's batch_size=1), so Lightning's per-step cost (~1.5 ms on a CPU core: logging, progress
-bar, loop hooks) is paid once per chunk, not once per update. By default a chunk is 128
-samples per sample, ~1024 samples otherwise (16 updates at batch 64): with one update per
-Lightning step, a batch-64 run was 0.69x as fast as a bare PyTorch loop, with chunks 0.97x
-(benchmarks/results/throughput.md).
+bar, loop hooks) is paid once per chunk, not once per update. How large a chunk is, is
+decided once, by `lenet5.config.chunk_size` (~1024 samples by default, 128 per-sample
+updates): with one update per Lightning step, a batch-64 run was 0.69x as fast as a bare
+PyTorch loop, with chunks 0.97x (benchmarks/results/throughput.md).
 
 The paper's distortions (sec. III-B, fig. 7: random planar affine transforms) are an `augment`
 transform applied to each training image separately, seeded per chunk from the run's seed.
@@ -25,7 +25,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 # Paper: background -0.1, ink 1.175 (sec. III-A). Standard: the usual MNIST mean/std.
 NORMALIZATIONS = {
@@ -42,16 +41,6 @@ MNIST_FILES = {
 }
 
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-# Samples per Lightning step when data.chunk_size is unset (see the module docstring).
-PER_SAMPLE_CHUNK = 128  # batch_size=1: 128 updates, ~0.3 s on a CPU core
-BATCHED_CHUNK = 1024  # batch_size>1: the multiple of batch_size at or below 1024 (>= 1 batch)
-
-
-def default_chunk_size(batch_size: int) -> int:
-    if batch_size == 1:
-        return PER_SAMPLE_CHUNK
-    return batch_size * max(1, BATCHED_CHUNK // batch_size)
 
 
 class DataError(RuntimeError):
@@ -147,22 +136,6 @@ def load_mnist_subset(test_size: int = 1000, seed: int = 0) -> Splits:
     return images[train], labels[train], images[test], labels[test]
 
 
-class RandomSqueeze(nn.Module):
-    """Squeezing (sec. III-B): compress horizontally by s and elongate vertically by 1/s, or
-    the reverse (s > 1), s uniform in `ratio`, about the image centre. One (C, H, W) image."""
-
-    def __init__(self, ratio: tuple[float, float] = (0.9, 1.1)):
-        super().__init__()
-        self.ratio = tuple(ratio)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        s = torch.empty(()).uniform_(*self.ratio).item()
-        # affine_grid maps output to input coordinates: x_in = x_out / s, y_in = y_out * s.
-        theta = image.new_tensor([[[1 / s, 0.0, 0.0], [0.0, s, 0.0]]])
-        grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
-        return F.grid_sample(image[None], grid, align_corners=False)[0]
-
-
 class TensorBatches:
     """(x, y) batches gathered by index from uint8 images, normalized as they are served.
 
@@ -220,17 +193,17 @@ class DigitsDataModule(pl.LightningDataModule):
     """Train / val / test splits of a digits source, as preloaded tensors.
 
     `source` returns (train images, train labels, test images, test labels) as uint8
-    28x28 and int64; the validation set is carved from the training images with a fixed
+    28x28 and int64, read from `root` where given (`data.root`); the validation set is carved from the training images with a fixed
     `split_seed`, the test set is the source's own.
 
-    A training step receives `chunk_size` samples (default: `default_chunk_size`); the
-    module makes one update per `batch_size` of them. `augment` distorts the training
-    images only.
+    A training step receives `chunk_size` samples (default: one batch); the module makes
+    one update per `batch_size` of them. `augment` distorts the training images only.
     """
 
     def __init__(
         self,
-        source: Callable[[], Splits],
+        source: Callable[..., Splits],
+        root: str | None = None,
         val_size: int = 5000,
         batch_size: int = 64,
         eval_batch_size: int = 1000,
@@ -249,12 +222,12 @@ class DigitsDataModule(pl.LightningDataModule):
                 f"data.normalize={normalize!r}: choose one of {sorted(NORMALIZATIONS)}"
             )
         # Samples per training step; more than batch_size means several updates per step.
-        chunk_size = chunk_size or default_chunk_size(batch_size)
+        chunk_size = chunk_size or batch_size
         if chunk_size % batch_size:
             raise ValueError(
                 f"data.chunk_size={chunk_size} must be a multiple of data.batch_size={batch_size}"
             )
-        self.source, self.val_size = source, val_size
+        self.source, self.root, self.val_size = source, root, val_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.chunk_size, self.augment = chunk_size, augment
         self.normalize = NORMALIZATIONS[normalize]
@@ -277,7 +250,8 @@ class DigitsDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:  # loaded once, shared by fit and test
             return
-        train_x, train_y, test_x, test_y = self.source()
+        splits = self.source() if self.root is None else self.source(root=self.root)
+        train_x, train_y, test_x, test_y = splits
         train_x, train_y = self._prepare(train_x, train_y)
         if not 0 <= self.val_size < len(train_y):
             raise DataError(

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 # Stylized 7x12 bitmaps of the digits 0-9 (paper fig. 3), '#' = +1, '.' = -1, read row by
-# row into 84 values. Transcribed by a public re-implementation; see
-# ../shared/reference/lenet5-paper.md for the caveat on the top rows of 0, 2, 4 and 5.
+# row into 84 values, as a public re-implementation transcribed fig. 3. They could not be
+# checked pixel by pixel against the figure: the blank top rows of 0, 2, 4 and 5 may be a
+# transcription artifact (each bitmap is still distinct, which is what the RBF head needs).
 _BITMAPS = """
 .#####.   ...##..   .#####.   #######   .#####.   .#####.   ..####.   #######   .#####.   .#####.
 .......   ..###..   .......   .....##   .......   .......   .##....   .....##   ##...##   ##..###
@@ -43,19 +44,35 @@ class RBFHead(nn.Module):
     can move them. Returns -y so that argmax gives the prediction.
     """
 
+    # What its scores are, for the losses that are defined on them (`lenet5.loss`).
+    scores = "rbf_penalties"
+    max_classes = 10  # one bitmap per digit
+
+    @classmethod
+    def check(cls, num_classes: int, loss: object = None) -> None:
+        """Refuse, before anything is built, a class count or loss this head cannot serve."""
+        if not 1 <= num_classes <= cls.max_classes:
+            raise ValueError(
+                f"model/head=rbf has fixed bitmaps for the {cls.max_classes} digits only, so it "
+                f"cannot serve {num_classes} classes: use model/head=softmax, or "
+                f"data.num_classes<={cls.max_classes}"
+            )
+        if loss is not None and getattr(loss, "scores", None) != cls.scores:
+            raise ValueError(
+                f"model.loss={getattr(loss, '__name__', loss)} does not take the RBF head's "
+                "outputs, which are penalties: use model/loss=mle or model/loss=map (the "
+                "paper's eq. 8 and 9)"
+            )
+
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        n_bitmaps, size = 10, BITMAP_WIDTH * BITMAP_HEIGHT
+        size = BITMAP_WIDTH * BITMAP_HEIGHT
         if in_features != size:
             raise ValueError(
                 f"the RBF head needs F6 to have {size} units (one per pixel of the 7x12 "
                 f"bitmaps), got {in_features}"
             )
-        if not 1 <= out_features <= n_bitmaps:
-            raise ValueError(
-                f"the RBF head has bitmaps for {n_bitmaps} digits only, so it cannot serve "
-                f"{out_features} classes: use model/head=softmax, or data.num_classes<={n_bitmaps}"
-            )
+        self.check(out_features)
         self.register_buffer("centres", digit_bitmaps()[:out_features])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

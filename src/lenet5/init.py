@@ -11,25 +11,25 @@ every unit, which is what the sentence describes. Both are options (conf/model/i
 paper.yaml, paper_sqrt.yaml); benchmarks/results/paper_reproduction.md measures what the
 choice does to SDLM. PyTorch's default (the layers' own `reset_parameters`) is the modern
 substitute.
+
+Blocks say their own fan-in: a block of this project defines `fan_in()`, or, where its
+units have different fan-ins (sparse C3), `uniform_by_fan_in_(scale, power)`. A torch layer
+with a weight matrix or kernel (nn.Linear, nn.Conv2d, ...) has one fan-in for every unit: the
+size of one output unit's slice of its weight.
 """
 
 import torch
 from torch import nn
 
-from lenet5.connectivity import SparseConv2d
-from lenet5.pooling import TrainableSubsampling
 
-
-def fan_in(module: nn.Module) -> torch.Tensor | int | None:
-    """Fan-in of each unit of a layer: an int, a per-output-map tensor, or None if no weights."""
-    if isinstance(module, SparseConv2d):
-        return module.fan_in()
-    if isinstance(module, nn.Conv2d):
-        return module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    if isinstance(module, TrainableSubsampling):
-        return 4  # a subsampling unit sees its 2x2 field
+def fan_in(module: nn.Module) -> int | torch.Tensor | None:
+    """Fan-in of each unit of a layer, or None for a layer without weights of its own."""
+    own = getattr(module, "fan_in", None)
+    if callable(own):
+        return own()
+    weight = dict(module.named_parameters(recurse=False)).get("weight")  # not a sub-layer's
+    if weight is not None and weight.dim() >= 2:
+        return weight[0].numel()
     return None
 
 
@@ -40,15 +40,12 @@ def paper_uniform(model: nn.Module, scale: float = 2.4, fan_in_power: float = 1.
     if fan_in_power <= 0:
         raise ValueError(f"fan_in_power must be > 0, got {fan_in_power}")
     for module in model.modules():
+        own_rule = getattr(module, "uniform_by_fan_in_", None)
+        if own_rule is not None:
+            own_rule(scale, fan_in_power)
+            continue
         f = fan_in(module)
         if f is None:
-            continue
-        if isinstance(module, SparseConv2d):
-            bound = scale / f.to(module.weight.dtype) ** fan_in_power  # one bound per output map
-            module.weight.copy_(
-                (torch.rand_like(module.weight) * 2 - 1) * bound[module.out_idx, None, None]
-            )
-            module.bias.copy_((torch.rand_like(module.bias) * 2 - 1) * bound)
             continue
         bound = scale / f**fan_in_power
         for p in (module.weight, module.bias):

@@ -1,6 +1,6 @@
 """The LightningModule: one training recipe around any LeNet-5 built by `network.py`.
 
-Two modes, chosen by the datamodule (`data.batch_size`, `data.chunk_size`):
+Two modes, chosen once by `lenet5.config.chunk_size` and passed in as `update_size`:
 - a training step gets a chunk of several batches (the default: ~1024 samples, or 128 single
   samples for the paper's per-sample updates) and makes one update per batch inside it
   (manual optimization), so Lightning's per-step cost is paid once per chunk;
@@ -12,10 +12,13 @@ In the chunked mode `manual_backward` and `LightningOptimizer.step` cost ~0.12 m
 in hooks and wrappers (~10% of a per-sample update of LeNet-5 on a CPU core). Where they
 would do nothing but `loss.backward()`, `optimizer.step()` and count the step (32-bit
 precision on one device, no profiler, no hook that runs per update), the chunk loop calls
-those directly; the weights, `global_step` and everything logged stay the same.
+those directly; the weights, `global_step` and everything logged stay the same. Counting
+the step uses two private methods of Lightning's `LightningOptimizer` (`_on_before_step`,
+`_on_after_step`, pytorch-lightning 2.6): where they are missing the loop falls back to
+the public path, and tests/test_per_sample.py fails loudly if they go or change meaning.
 
-SDLM (`sdlm.py`) re-estimates its curvature on the datamodule's `train_sample` before each
-pass (appendix C); other optimizers skip that.
+An optimizer with a curvature estimate (SDLM, `sdlm.py`) re-estimates it before each pass
+(appendix C) on samples drawn by `curvature_sample(n, epoch)`; other optimizers skip that.
 """
 
 from collections.abc import Callable
@@ -28,10 +31,10 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lenet5.sdlm import SDLM
-
 # What manual_backward and LightningOptimizer.step run besides backward() and step().
 PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+# LightningOptimizer's step counting around the plain optimizer's step (private API).
+STEP_COUNTERS = ("_on_before_step", "_on_after_step")
 
 
 class LeNet5Module(pl.LightningModule):
@@ -42,10 +45,16 @@ class LeNet5Module(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., object] | None = None,
         num_classes: int = 10,
+        update_size: int | None = None,
+        curvature_sample: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
+        """`update_size`: samples per update when a training step gets a chunk of several
+        batches (manual optimization); None for one batch and one update per step."""
         super().__init__()
         self.model, self.loss = model, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.update_size, self.curvature_sample = update_size, curvature_sample
+        self.automatic_optimization = update_size is None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_class_acc = MulticlassAccuracy(num_classes, average=None)
@@ -54,15 +63,12 @@ class LeNet5Module(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def setup(self, stage: str) -> None:
-        # Chunks of several batches => one update per batch, made here (manual optimization).
-        dm = self.trainer.datamodule
-        chunk, batch = getattr(dm, "chunk_size", None), getattr(dm, "batch_size", None)
-        self.update_size = batch if chunk and batch and chunk > batch else None
-        self.automatic_optimization = self.update_size is None
-
     def on_train_start(self) -> None:
-        self.plain_updates = not self.automatic_optimization and self._hooks_are_no_ops()
+        self.plain_updates = (
+            not self.automatic_optimization
+            and self._hooks_are_no_ops()
+            and all(hasattr(self.optimizers(), name) for name in STEP_COUNTERS)
+        )
 
     def _hooks_are_no_ops(self) -> bool:
         """Whether Lightning's manual-optimization wrappers would only call backward(), step()
@@ -87,9 +93,15 @@ class LeNet5Module(pl.LightningModule):
 
     def on_train_epoch_start(self):
         optimizer = self.trainer.optimizers[0]
-        if isinstance(optimizer, SDLM):  # h before each pass, held during it (app. C)
-            x, y = self.trainer.datamodule.train_sample(optimizer.n_samples, self.current_epoch)
-            optimizer.estimate_hessian(self.model, self.loss, x.to(self.device), y.to(self.device))
+        estimate = getattr(optimizer, "estimate_hessian", None)
+        if estimate is not None:  # h before each pass, held during it (app. C)
+            if self.curvature_sample is None:
+                raise ValueError(
+                    f"{type(optimizer).__name__} estimates its curvature before each pass: "
+                    "give the module a curvature_sample(n, epoch)"
+                )
+            x, y = self.curvature_sample(optimizer.n_samples, self.current_epoch)
+            estimate(self.model, self.loss, x.to(self.device), y.to(self.device))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -98,13 +110,11 @@ class LeNet5Module(pl.LightningModule):
             self.log("train/loss", loss, prog_bar=True)
             return loss
         optimizer = self.optimizers()
-        # The LightningOptimizer's own step counting (what manual optimization sets up), around
-        # the plain optimizer's step: global_step still counts every update.
-        raw, before, after = (
-            optimizer.optimizer,
-            optimizer._on_before_step,
-            optimizer._on_after_step,
-        )
+        if self.plain_updates:
+            # The LightningOptimizer's own step counting (what manual optimization sets up),
+            # around the plain optimizer's step: global_step still counts every update.
+            raw = optimizer.optimizer
+            before, after = (getattr(optimizer, name) for name in STEP_COUNTERS)
         total, seen = x.new_zeros(()), 0
         max_steps = self.trainer.max_steps
         for xb, yb in zip(x.split(self.update_size), y.split(self.update_size), strict=True):

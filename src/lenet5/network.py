@@ -26,6 +26,16 @@ def c5_output_size(input_size: int) -> int:
 
 
 class LeNet5(nn.Sequential):
+    @staticmethod
+    def check(input_size: object) -> None:
+        """Refuse an input too small for the network, before anything is built."""
+        if not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"model.input_size={input_size!r} is too small: LeNet-5's C5 needs 5x5 maps "
+                f"from S4, so inputs must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (MNIST's "
+                "28x28 digits are padded to 32, sec. II-B: set data.size=32)"
+            )
+
     def __init__(
         self,
         activation: Callable[[], nn.Module],
@@ -36,12 +46,7 @@ class LeNet5(nn.Sequential):
         input_size: int = 32,
         num_classes: int = 10,
     ):
-        if input_size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"input_size={input_size} is too small: LeNet-5's C5 needs 5x5 maps from S4, "
-                f"so inputs must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (MNIST's 28x28 "
-                "digits are padded to 32, sec. II-B)"
-            )
+        self.check(input_size)
         c5_side = c5_output_size(input_size)
         super().__init__(
             OrderedDict(

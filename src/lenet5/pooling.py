@@ -21,6 +21,9 @@ class TrainableSubsampling(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.activation = activation
 
+    def fan_in(self) -> int:
+        return 4  # each unit sees its 2x2 field (for `lenet5.init`)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # avg_pool * 4 == the sum over the 2x2 field; one fused kernel instead of a conv.
         summed = F.avg_pool2d(x, 2) * 4.0

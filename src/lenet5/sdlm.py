@@ -153,7 +153,12 @@ def _rbf_map(head: RBFHead, j: float, x, y) -> torch.Tensor:
 
 
 def _backprop(layer: nn.Module, x, h) -> tuple[torch.Tensor, Curvature]:
-    """h of `layer`'s input and parameters from h of its output (one row of the table)."""
+    """h of `layer`'s input and parameters from h of its output (one row of the table).
+
+    The project's one dispatch on layer types: the recurrence is a property of the layer's
+    algebra (linear in weights and input, elementwise, a max), most rows are torch's own
+    classes that cannot carry a method, and keeping the whole table in one place is what
+    lets it be checked against the paper's loops (tests/test_sdlm.py)."""
     if isinstance(layer, (nn.Linear, nn.Conv2d, SparseConv2d)):
         return _squared_vjp(layer, x, h)
     if isinstance(layer, TrainableSubsampling):

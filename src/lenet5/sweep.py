@@ -2,7 +2,8 @@
 
 Registered as a Hydra callback in conf/config.yaml. Before the launcher starts a job it
 creates the store, the experiment and the parent run, so parallel jobs never race to
-create them (on a fresh SQLite store that race loses most runs, see stack-facts). Jobs
+create them (on a fresh SQLite store, MLflow's concurrent schema migrations make most jobs
+crash: measured with 8 joblib workers, tests/test_sweep.py). Jobs
 find the parent through the environment (the launcher's workers inherit it) and become
 its children. At the end, the parent records how many children finished and failed, and
 the sweep exits non-zero if any did not finish.
@@ -53,23 +54,28 @@ def child_tags(info: dict | None) -> dict[str, str]:
     }
 
 
-def finished_twin(info: dict, config_hash: str):
-    """In a resumed sweep: a FINISHED child that already ran this exact config, else None.
+def finished_twin_error(cfg: DictConfig) -> float | None:
+    """In a relaunched sweep: the test error of a FINISHED child that already ran this exact
+    config, else None (the job must run).
 
     Earlier FAILED or KILLED attempts at it are tagged superseded: they stay in the store
     (nothing is deleted) but no longer count against the sweep.
     """
-    from lenet5.tracking import client_for
+    info = current()
+    if not (info and info.get("resumed")):
+        return None
+    from lenet5.tracking import client_for, config_hash
 
     client = client_for(info["tracking_uri"])
     twins = client.search_runs(
         [info["experiment_id"]],
         f"tags.`lenet5.sweep_id` = '{info['sweep_id']}' and "
-        f"tags.`lenet5.config_hash` = '{config_hash}'",
+        f"tags.`lenet5.config_hash` = '{config_hash(cfg)}'",
     )
     finished = [r for r in twins if r.info.status == "FINISHED"]
     if finished:
-        return finished[0]
+        log.info("skipping: run %s already FINISHED this job", finished[0].info.run_id)
+        return finished[0].data.metrics["test/error"]
     for run in twins:
         client.set_tag(run.info.run_id, "lenet5.superseded", "true")
     return None

@@ -1,17 +1,26 @@
 """MLflow bookkeeping: the store, the experiment, and one run per training.
 
-Runs are created with `MlflowClient` (Lightning's `MLFlowLogger` then logs metrics into the
-same run by id), so that this module, not the logger, decides the run's tags, params and
-final status: an exception ends a run FAILED, Ctrl-C ends it KILLED, never RUNNING.
+`tracked_run` owns a run's lifecycle, for every entry point: it opens the run (or reopens
+one to resume), records the config, and ends it FINISHED, FAILED with its reason, or KILLED
+(Ctrl-C, SIGTERM), never RUNNING. Runs are created with `MlflowClient` (Lightning's
+`MLFlowLogger` then logs metrics into the same run by id), so that this module, not the
+logger, decides the run's tags, params and final status.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("lenet5")
 
 # Hydra choice names -> MLflow tag names (the design choices the UI groups and filters by).
 CHOICE_TAGS = {
@@ -154,11 +163,94 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     return client, run
 
 
-def record_failure(cfg: DictConfig, choices: dict, extra_tags: dict[str, str], error: Exception):
-    """A FAILED run for a job that was refused before training (e.g. a bad sweep value)."""
-    client, run = start_run(cfg, choices, extra_tags)
-    client.set_tag(run.info.run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
-    client.set_terminated(run.info.run_id, "FAILED")
+@contextmanager
+def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
+    """In a sweep, a job refused before training (a bad sweep value, absent data) still gets
+    a FAILED run with the reason, so the sweep's record shows it; alone, nothing is opened."""
+    from lenet5 import sweep
+
+    try:
+        yield
+    except Exception as e:
+        in_sweep = sweep.current()
+        if in_sweep:
+            client, run = start_run(cfg, choices, sweep.child_tags(in_sweep))
+            client.set_tag(run.info.run_id, "failure_reason", f"{type(e).__name__}: {e}"[:5000])
+            client.set_terminated(run.info.run_id, "FAILED")
+        raise
+
+
+@dataclass
+class TrackedRun:
+    """An open MLflow run: where its checkpoints go, and what to resume from."""
+
+    client: object
+    run_id: str
+    tracking_uri: str
+    experiment_name: str
+    checkpoint_dir: Path
+    resume_from: Path | None  # last.ckpt of the run being resumed
+
+    def logger(self):
+        """Lightning's MLflow logger, writing into this run."""
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        return MLFlowLogger(
+            tracking_uri=self.tracking_uri, experiment_name=self.experiment_name, run_id=self.run_id
+        )
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterator[TrackedRun]:
+    """Open the run (`resume`: reopen it), record the config, end it with its final status.
+
+    An exception ends the run FAILED with `failure_reason`; Ctrl-C and SIGTERM (made to
+    unwind like Ctrl-C here; Lightning turns them into SystemExit after its own graceful
+    shutdown) end it KILLED. Checkpoints go straight into the run's artifact folder when it
+    is local, so a crash still leaves them referenced from the run; otherwise they are
+    uploaded at the end.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from lenet5 import sweep
+    from lenet5.faults import interrupt_on_signals
+
+    interrupt_on_signals()
+    if cfg.resume:
+        client, run, _, resume_from = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
+        client.update_run(run.info.run_id, status="RUNNING")
+    else:
+        client, run = start_run(cfg, choices, sweep.child_tags(sweep.current()))
+        resume_from = None
+    run_id = run.info.run_id
+    log.info("MLflow run %s (%s) in %s", run.info.run_name, run_id, cfg.mlflow.tracking_uri)
+    artifact_dir = local_path(run.info.artifact_uri)
+    folder = artifact_dir or Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if resume_from is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
+                client.log_artifacts(run_id, tmp)
+        yield TrackedRun(
+            client,
+            run_id,
+            cfg.mlflow.tracking_uri,
+            cfg.mlflow.experiment_name,
+            folder / "checkpoints",
+            resume_from,
+        )
+        if artifact_dir is None:
+            client.log_artifacts(run_id, str(folder / "checkpoints"), "checkpoints")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as e:
+        killed = isinstance(e, (KeyboardInterrupt, SystemExit))
+        reason = "interrupted (Ctrl-C or SIGTERM)" if killed else f"{type(e).__name__}: {e}"
+        client.set_tag(run_id, "failure_reason", reason[:5000])
+        client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+        if killed:
+            log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
+        raise
 
 
 # Keys that change where or how visibly a run is recorded, not what it computes.

@@ -1,0 +1,97 @@
+"""`lenet5-train`: compose the config, then train (`lenet5.train`) in an MLflow run.
+
+    lenet5-train model=paper model/pooling=max trainer.max_epochs=3
+    lenet5-train -m model/activation=scaled_tanh,relu seed=0,1,2
+    lenet5-train resume=<run id>
+
+`run` and `compose` do the same from Python (notebooks, tests, benchmarks). Torch and
+Lightning are imported with `lenet5.train`'s work, after Hydra has composed the config.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from lenet5.config import CONF_DIR, ConfigError
+
+log = logging.getLogger("lenet5")
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The stored config of the run named by `resume=`, so it continues exactly as it began.
+
+    Only `resume` itself (and where the store is) comes from the command line; anything
+    else given there is refused rather than silently mixed into a run already half done.
+    """
+    from lenet5.tracking import resumable_run
+
+    extra = [o for o in overrides if not o.startswith(("resume=", "mlflow.", "threads="))]
+    if extra:
+        raise ConfigError(
+            f"resume={cfg.resume} continues the run with its own stored config; drop the other "
+            f"overrides {extra} (or start a new run with them)"
+        )
+    _, _, stored, _ = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
+    stored.resume, stored.mlflow = cfg.resume, cfg.mlflow
+    if cfg.threads:
+        stored.threads = cfg.threads
+    return stored
+
+
+def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
+    """What every entry point runs: resume or skip a job a relaunched sweep already
+    finished, else train; returns the test error."""
+    from lenet5 import sweep
+    from lenet5.train import train
+
+    if cfg.resume:
+        cfg = resume_config(cfg, overrides)
+    done = sweep.finished_twin_error(cfg)
+    if done is not None:
+        return done
+    return train(cfg, choices=choices, overrides=overrides)
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The config `lenet5-train OVERRIDES...` would run, for notebooks and tests.
+
+    Keeps the `hydra` node (runtime choices, overrides) and registers it, as `@hydra.main`
+    does, so `train` sees the same state as from the shell.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run(overrides: list[str] = ()) -> float:
+    """Train one configuration given as command-line overrides; returns the test error."""
+    cfg = compose(overrides)
+    hc = cfg.hydra
+    choices, task = dict(hc.runtime.choices), list(hc.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return execute(cfg, choices, task)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    try:
+        return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task))
+    except Exception:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one failed job must not stop the others: its run is already FAILED
+        # with the reason, and the sweep's end reports it and exits non-zero.
+        log.exception("job %s failed; the sweep goes on", hc.job.num)
+        return float("nan")

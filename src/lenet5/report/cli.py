@@ -1,0 +1,101 @@
+"""The `lenet5-report` command line.
+
+    lenet5-report                        # the latest sweep of experiment "lenet5"
+    lenet5-report --study one_at_a_time  # the latest sweep of that study
+    lenet5-report --sweep-id ID --out DIR
+    lenet5-report --watch 30             # follow a running sweep, report when it ends
+
+Writes report.md, report.csv and report.png, logs them (unless --no-log) as artifacts of
+the sweep's parent run, leaving its status, tags and metrics as they are, and prints the
+text report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lenet5.config import PROJECT_ROOT
+from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
+from lenet5.report.stats import summarize
+from lenet5.report.store import (
+    ReportError,
+    collect,
+    find_sweep,
+    open_experiment,
+    retry,
+    tracking_uri,
+    watch,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="lenet5-report",
+        description="Report which design choices matter in a sweep recorded in MLflow.",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep-id", help="the sweep to report (tag lenet5.sweep_id)")
+    which.add_argument("--study", help="report the latest sweep of this study (lenet5.study)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db",
+    )
+    p.add_argument("--experiment", default="lenet5", help="MLflow experiment (default lenet5)")
+    p.add_argument(
+        "--out", type=Path, help="output folder (default <project>/mlruns/reports/<sweep id>/)"
+    )
+    p.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the report files as artifacts of the sweep's parent run",
+    )
+    p.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="print progress every SECONDS until the sweep ends, then report",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 reported, 1 reported but not logged to the parent run, 2 nothing to
+    report on (the message on stderr says what the store holds)."""
+    args = parse_args(argv)
+    uri = tracking_uri(args.tracking_uri)
+    try:
+        client, exp = open_experiment(uri, args.experiment)
+        parent = find_sweep(client, exp, args.sweep_id, args.study)
+        if args.watch:
+            parent = watch(client, exp, parent, uri, args.watch)
+        info = collect(client, exp, parent, uri)
+    except ReportError as e:
+        print(f"lenet5-report: {e}", file=sys.stderr)
+        return 2
+    rows = summarize(info.children, info.factors, info.baseline)
+    safe_id = info.sweep_id.replace(os.sep, "_")
+    out = args.out or PROJECT_ROOT / "mlruns" / "reports" / safe_id
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.md", out / "report.csv", out / "report.png"]
+    files[0].write_text(render_markdown(info, rows))
+    write_csv(files[1], info, rows)
+    write_chart(files[2], info, rows)
+    # Files and artifacts before printing, so a closed pipe (| head) cannot skip them.
+    status, logged = 0, ""
+    if not args.no_log:
+        try:
+            # Artifacts only: the parent's status, tags and metrics stay as the sweep left them.
+            for f in files:
+                retry(client.log_artifact, info.parent_run_id, str(f), "report")
+            logged = f"logged them as artifacts report/ of run {info.parent_run_id}"
+        except Exception as e:
+            logged = f"could not log them to run {info.parent_run_id}: {e}"
+            status = 1
+    print(render_text(info, rows))
+    print(f"wrote {', '.join(f.name for f in files)} to {out}")
+    if logged:
+        print(logged, file=sys.stderr if status else sys.stdout)
+    return status

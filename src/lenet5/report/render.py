@@ -1,0 +1,215 @@
+"""The report of one sweep as text (the terminal), Markdown, CSV and a PNG chart."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+from lenet5.report.stats import Row
+from lenet5.report.store import ERROR_METRIC, SweepInfo
+
+SECTIONS = {
+    "simple": "Simple effects at the baseline (other factors at their baseline levels)",
+    "main": "Main effects (all runs at each level, marginal over the other factors)",
+}
+CSV_COLUMNS = [
+    "sweep_id",
+    "study",
+    "section",
+    "factor",
+    "level",
+    "is_baseline",
+    "n",
+    "mean_error_pct",
+    "std_error_pct",
+    "mean_ci95_half_pct",
+    "diff_pct",
+    "diff_ci95_low_pct",
+    "diff_ci95_high_pct",
+]
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _cells(row: Row) -> list[str]:
+    level = f"{row.level} (baseline)" if row.is_baseline else row.level
+    if row.is_baseline:
+        diff, ci = "-", "-"
+    else:
+        diff = _num(row.diff, signed=True)
+        ci = "n/a" if row.diff_low is None else f"[{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
+    return [level, str(row.n), _num(row.mean), _num(row.std), diff, ci]
+
+
+def _table_header(factor: str) -> list[str]:
+    return [factor, "n", "mean %", "std %", "diff %", "95% CI of diff (Welch)"]
+
+
+def _blocks(rows: list[Row]) -> Iterator[tuple[str, str, list[Row]]]:
+    """(section, factor, rows) in report order."""
+    seen: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        seen.setdefault((row.section, row.factor), []).append(row)
+    for (section, factor), block in seen.items():
+        yield section, factor, block
+
+
+def header_lines(info: SweepInfo) -> list[str]:
+    c = info.counts
+    expected = "?" if c.expected is None else c.expected
+    lines = [
+        f"study: {info.study}",
+        f"sweep id: {info.sweep_id}",
+        f"parent run: {info.parent_run_id} ({info.parent_status})",
+        f"experiment: {info.experiment} ({info.tracking_uri})",
+        f"factors: {', '.join(info.factors)}",
+        "baseline: " + ", ".join(f"{f}={info.baseline[f]}" for f in info.factors),
+        f"runs: {c.finished} finished / {c.failed} failed / {c.killed} killed / "
+        f"{c.running} running / {expected} expected",
+    ]
+    if c.missing:
+        not_started = "?" if c.not_started is None else c.not_started
+        lines.append(
+            f"sweep incomplete: {c.missing} runs still missing "
+            f"({c.running} running, {not_started} not started); reporting what is there"
+        )
+    return lines
+
+
+def _problem_lines(info: SweepInfo) -> list[str]:
+    lines = [
+        f"{r.name} [{r.status}]: {r.tags.get('failure_reason', 'no failure_reason tag')}"
+        for r in info.children
+        if r.status in ("FAILED", "KILLED")
+    ]
+    lines += [
+        f"{r.name} [FINISHED]: no {ERROR_METRIC} metric"
+        for r in info.children
+        if r.status == "FINISHED" and r.error is None
+    ]
+    return lines
+
+
+def render_text(info: SweepInfo, rows: list[Row]) -> str:
+    out = [*header_lines(info), ""]
+    problems = _problem_lines(info)
+    if problems:
+        out += ["Failed or incomplete runs (excluded from the statistics):"]
+        out += [f"  {p}" for p in problems] + [""]
+    tables: dict[str, list[list[list[str]]]] = {}
+    for section, factor, block in _blocks(rows):
+        tables.setdefault(section, []).append([_table_header(factor), *(_cells(r) for r in block)])
+    for section, section_tables in tables.items():
+        out += [SECTIONS[section] + ", test error in %:", ""]
+        # One set of column widths per section, so the factors' tables line up.
+        lines = [line for table in section_tables for line in table]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        for table in section_tables:
+            for line in table:
+                # Level left-aligned, numbers right-aligned so the decimals line up.
+                first = line[0].ljust(widths[0])
+                rest = [cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True)]
+                out.append("  " + "  ".join([first, *rest]).rstrip())
+            out.append("")
+    if not rows:
+        out.append("no runs to compare yet")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_markdown(info: SweepInfo, rows: list[Row]) -> str:
+    out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
+    out += [f"- {line}" for line in header_lines(info)] + [""]
+    problems = _problem_lines(info)
+    if problems:
+        out += ["## Failed or incomplete runs (excluded)", ""]
+        out += [f"- {p}" for p in problems] + [""]
+    current = None
+    for section, factor, block in _blocks(rows):
+        if section != current:
+            out += [f"## {SECTIONS[section]}", "", "Test error in %.", ""]
+            current = section
+        out += [f"### {factor}", ""]
+        out.append("| " + " | ".join(_table_header("level")) + " |")
+        out.append("| --- " + "| ---: " * 5 + "|")
+        for row in block:
+            cells = _cells(row)
+            if row.is_baseline:
+                cells[0] = f"**{cells[0]}**"
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_csv(path: Path, info: SweepInfo, rows: list[Row]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            nums = (r.mean, r.std, r.ci_half, r.diff, r.diff_low, r.diff_high)
+            w.writerow(
+                [
+                    info.sweep_id,
+                    info.study,
+                    r.section,
+                    r.factor,
+                    r.level,
+                    int(r.is_baseline),
+                    r.n,
+                    *("" if x is None else f"{x:.6g}" for x in nums),
+                ]
+            )
+
+
+def write_chart(path: Path, info: SweepInfo, rows: list[Row]) -> None:
+    """Mean test error per level, one panel per section x factor, bars = 95% CI of the mean."""
+    # Figure without pyplot: the Agg canvas, no global backend state, no display needed.
+    from matplotlib.figure import Figure
+
+    blocks = list(_blocks(rows))
+    sections = list(dict.fromkeys(s for s, _, _ in blocks)) or ["simple"]
+    factors = info.factors
+    fig = Figure(figsize=(3.2 * max(1, len(factors)), 3.4 * len(sections)), layout="constrained")
+    # A shared y axis per section makes the factors' effects comparable at a glance.
+    axes = fig.subplots(len(sections), max(1, len(factors)), squeeze=False, sharey="row")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for section, factor, block in blocks:
+        ax = axes[sections.index(section)][factors.index(factor)]
+        ax.set_axis_on()
+        shown = [r for r in block if r.mean is not None]
+        x = range(len(shown))
+        for i, r in zip(x, shown, strict=True):
+            ax.errorbar(
+                i,
+                r.mean,
+                yerr=r.ci_half or 0,
+                fmt="o",
+                capsize=4,
+                color="tab:red" if r.is_baseline else "tab:blue",
+            )
+            if r.is_baseline:
+                ax.axhline(r.mean, color="tab:red", lw=0.8, ls="--")
+        ax.set_xticks(
+            list(x),
+            [f"{r.level}\n(n={r.n})" for r in shown],
+            rotation=0 if len(shown) <= 3 else 25,
+            fontsize=8,
+        )
+        ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
+        ax.set_title(f"{factor} ({section})", fontsize=10)
+        if factors.index(factor) == 0:
+            ax.set_ylabel("test error (%)")
+        ax.grid(axis="y", alpha=0.3)
+        if not shown:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(
+        f"{info.study} / {info.sweep_id}: mean test error, bars = 95% CI of the mean "
+        "(red = baseline)",
+        fontsize=10,
+    )
+    fig.savefig(path, dpi=110)
