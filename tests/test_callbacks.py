@@ -69,3 +69,15 @@ def test_a_run_uses_the_configured_callbacks(store, client, tmp_path):
     history = client.get_metric_history(rec.info.run_id, "lr-Adam")  # LearningRateMonitor's
     assert [m.value for m in history] == [0.001, 0.001]
     assert rec.data.params["callbacks.mine.out"] == f"{tmp_path}/epochs.json"
+
+
+def test_without_a_checkpoint_callback_nothing_is_written_outside_the_run(
+    store, client, tmp_path, monkeypatch
+):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run(["callbacks=lr_monitor", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", *store])
+    (rec,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert rec.info.status == "FINISHED"
+    assert list(work.iterdir()) == []  # Lightning's own checkpoint would land here

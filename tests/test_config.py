@@ -2,32 +2,14 @@
 
 import pytest
 import torch
+from config_options import COMPANIONS, all_options
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from lenet5.cli import compose
-from lenet5.config import CONF_DIR, EXPERIMENTS_DIR, ConfigError, validate
+from lenet5.config import ConfigError, validate
 from lenet5.sdlm import SDLM
 from lenet5.train import build_module
-
-
-def all_options() -> list[tuple[str, str]]:
-    """(group, option) for every option file of every group under conf/, studies included."""
-    options = [
-        (str(path.parent.relative_to(CONF_DIR)), path.stem)
-        for path in CONF_DIR.rglob("*.yaml")
-        if path.parent != CONF_DIR
-    ]
-    options += [("experiment", path.stem) for path in EXPERIMENTS_DIR.glob("*.yaml")]
-    return sorted(set(options))
-
-
-# Losses pair with a head; everything else composes onto the default config as it is.
-COMPANIONS = {
-    ("model/loss", "cross_entropy"): ["model/head=softmax"],
-    ("model/loss", "mle"): ["model/head=rbf"],
-    ("model/loss", "map"): ["model/head=rbf"],
-}
 
 
 def test_the_groups_users_rely_on_exist():
@@ -135,3 +117,26 @@ def test_impossible_configs_are_refused_with_the_reason(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(compose(overrides))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.devices=2"], "trainer.devices=2: a run of LeNet-5 (60k parameters) gains"),
+        (["trainer.devices=auto"], "trainer.devices=auto: a run of LeNet-5"),
+        (["+trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn: a run of LeNet-5"),
+    ],
+)
+def test_one_run_is_one_device_and_parallel_runs_are_named(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(overrides))
+    assert message in str(err.value)
+    assert "hydra/launcher=joblib hydra.launcher.n_jobs=N" in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: nothing to refuse")
+def test_gpu_asked_for_where_there_is_none_is_refused_before_training():
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["trainer.accelerator=gpu"]))
+    assert "trainer.accelerator=gpu, but torch" in str(err.value)
+    assert "sees no CUDA GPU here: use trainer.accelerator=cpu" in str(err.value)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet5.data import DataError, DigitsDataModule, load_mnist, load_mnist_subset
+from lenet5.data import DigitsDataModule
+from lenet5.sources import DataError, load_mnist, load_mnist_subset
 
 
 def subset_module(**kw) -> DigitsDataModule:

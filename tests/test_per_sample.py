@@ -171,6 +171,10 @@ def test_sdlm_without_a_sample_source_says_what_to_give():
         (["data.batch_size=8", "data.chunk_size=8"], 8),  # one update per step, as asked
         (["data.batch_size=64", "+trainer.gradient_clip_val=0.5"], 64),  # clipping needs it
         (["data.batch_size=64", "+trainer.accumulate_grad_batches=2"], 64),
+        (["data.batch_size=64", "trainer.accelerator=gpu"], 16384),  # 256 updates a step
+        (["data.batch_size=256", "trainer.accelerator=gpu"], 16384),
+        (["data.batch_size=1", "trainer.accelerator=gpu"], 128),
+        (["data.batch_size=64", "trainer.accelerator=cpu"], 1024),
     ],
 )
 def test_chunk_size_is_decided_once_and_handed_to_data_and_module(overrides, chunk):

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from lenet5.cli import run
 from lenet5.config import ConfigError
-from lenet5.data import DataError, load_mnist
 from lenet5.faults import NonFiniteLossError
+from lenet5.sources import DataError, load_mnist
 from lenet5.tracking import StoreError
 
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))

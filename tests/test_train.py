@@ -1,7 +1,5 @@
 """A training run leaves a complete, truthful record in the MLflow store."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -102,20 +100,15 @@ def test_new_activation_by_config_file_alone(quick, store, client, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_runs_and_records(quick, tmp_path):
+def test_cli_runs_and_records(quick, tmp_path, lenet5_train):
     """The shell command itself, on a store it creates: the one smoke test of the entry point
     as installed (the sweeps' subprocesses in tests/test_sweep.py are the others)."""
     uri = f"sqlite:///{tmp_path}/cli.db"
-    proc = subprocess.run(
-        [
-            Path(sys.executable).with_name("lenet5-train"),
-            *quick,
-            "model=modern",
-            f"mlflow.tracking_uri={uri}",
-            f"mlflow.artifact_root={tmp_path}/art",
-        ],
-        capture_output=True,
-        text=True,
+    proc = lenet5_train(
+        *quick,
+        "model=modern",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_root={tmp_path}/art",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -44,7 +44,21 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def machine() -> dict:
+def gpu() -> dict:
+    """The CUDA device this process trains on, and the CUDA that torch was built with."""
+    import torch
+
+    return {
+        "name": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "count": torch.cuda.device_count(),
+    }
+
+
+def machine(device: str = "cpu") -> dict:
+    """The machine; with device="cuda" also its GPU (imports torch: not for the memory part)."""
     cpu = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -52,23 +66,56 @@ def machine() -> dict:
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    return {
+    out = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gb": round(mem_gb, 1),
         "platform": platform.platform(),
         "gpu": "no GPU used (none was lent to the task that ran this)",
     }
+    if device == "cuda":
+        info = gpu()
+        out["gpu"] = f"GPU: {info['name']} (torch {info['torch']}, CUDA {info['cuda']})"
+        out["gpu_info"] = info
+    return out
 
 
-def versions() -> dict:
+SAME_PACKAGE = {"mlflow": "mlflow-skinny"}  # where only the skinny build is installed
+
+
+def versions(device: str = "cpu") -> dict:
     out = {"python": platform.python_version()}
     for dist in ("torch", "torchvision", "pytorch-lightning", "mlflow", "hydra-core"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
+        out[dist] = None
+        for name in filter(None, (dist, SAME_PACKAGE.get(dist))):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                out[dist] = metadata.version(name)
+                break
+    if device == "cuda":
+        import torch
+
+        out["cuda"] = torch.version.cuda
     return out
+
+
+def accelerator_overrides(device: str) -> list[str]:
+    """The `lenet5-train` overrides that put a run on `device`. `trainer.accelerator` is
+    `auto` by default, which takes a GPU where torch sees one: on such a machine a cpu run
+    names the CPU (on a machine without one, nothing is added: the runs of the CPU results)."""
+    if device == "cuda":
+        return ["trainer.accelerator=gpu"]
+    import torch
+
+    return ["trainer.accelerator=cpu"] if torch.cuda.is_available() else []
+
+
+def synchronize(device) -> None:
+    """Wait for the kernels queued on a CUDA device (before reading a clock); a no-op on the
+    CPU, whose work is done when the call returns."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rss_mb() -> float:

@@ -4,18 +4,28 @@
 The methods run interleaved (a, b, c at each batch size, then the next repeat), so a change
 in the machine's load hits all of them alike; the summary gives the medians and the paired
 ratios a/b and a/c (median over repeats of the ratio of runs made back to back).
+
+`--device cuda`: all paths train on the GPU (see `bench.loops`); the warm-up then runs (a)
+at every batch size (kernels, cuDNN and cuBLAS handles per shape), not only at 64.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import statistics
 import sys
 from pathlib import Path
 
 from bench.common import load, scratch
-from bench.loops import overrides, run_bare, run_project, run_tutorial, tutorial_dataset
+from bench.loops import (
+    bare_split,
+    overrides,
+    quiet_process,
+    run_bare,
+    run_project,
+    run_tutorial,
+    tutorial_dataset,
+)
 
 METHODS = ("project", "project_per_step", "bare", "tutorial")  # project_per_step: --per-step
 
@@ -67,16 +77,13 @@ def summarize(runs: dict, updates: int, chunk: int) -> dict:
 
 
 def run(args) -> dict:
-    import pytorch_lightning  # noqa: F401  (its import sets its loggers to INFO: first)
     import torch
 
     from lenet5.cli import compose
     from lenet5.config import chunk_size
     from lenet5.train import build_datamodule
 
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lenet5"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    quiet_process(args.threads)
     updates = dict(zip(args.batch_sizes, args.updates, strict=True))
     for bs, n in updates.items():
         if n * bs > 60_000:
@@ -85,22 +92,25 @@ def run(args) -> dict:
     store = scratch("lenet5-throughput-")
 
     def config(bs: int):
-        return compose(overrides(bs, 1, args.threads, args.lr, args.data_dir, store))
+        return compose(overrides(bs, 1, args.threads, args.lr, args.data_dir, store, args.device))
 
     cfg = config(64)
-    # (b) reads the same preloaded tensors as (a); its chunk size is irrelevant.
+    # (b) reads the same preloaded tensors as (a); its chunk size is irrelevant. setup()
+    # without a trainer leaves them on the CPU; bare_split moves them to the device once.
     datamodule = build_datamodule(cfg)
     datamodule.setup()
+    split = bare_split(datamodule, args.device)
     dataset = tutorial_dataset(args.data_dir)
     chunks = {bs: chunk_size(config(bs)) for bs in args.batch_sizes}
 
     # Warm-up, untimed: creates the MLflow store, imports what fit imports lazily, and
     # runs each kernel once.
     print("warm-up ...", flush=True)
-    run_project(args, 64, 5, store)
+    for bs in [64] if args.device == "cpu" else args.batch_sizes:
+        run_project(args, bs, 5, store)
     for bs in args.batch_sizes:
-        run_bare(cfg, datamodule, bs, 5)
-        run_tutorial(cfg, dataset, bs, 5)
+        run_bare(cfg, split, datamodule.normalize, bs, 5)
+        run_tutorial(cfg, dataset, bs, 5, args.device)
 
     runs = {bs: {m: [] for m in methods_for(args)} for bs in args.batch_sizes}
     for rep in range(args.repeats):
@@ -113,9 +123,9 @@ def run(args) -> dict:
                 elif method == "project_per_step":
                     r = run_project(args, bs, updates[bs], store, chunk=bs)
                 elif method == "bare":
-                    r = run_bare(cfg, datamodule, bs, updates[bs])
+                    r = run_bare(cfg, split, datamodule.normalize, bs, updates[bs])
                 else:
-                    r = run_tutorial(cfg, dataset, bs, updates[bs])
+                    r = run_tutorial(cfg, dataset, bs, updates[bs], args.device)
                 r["repeat"], r["load_before"] = rep, load_before
                 runs[bs][method].append(r)
                 print(
@@ -125,12 +135,14 @@ def run(args) -> dict:
                     flush=True,
                 )
     return {
+        # cpu results keep the layout they had before --device: no key, read as "cpu"
+        **({"device": args.device} if args.device != "cpu" else {}),
         "updates": updates,
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "lr": args.lr,
         "project_overrides": overrides(
-            "<B>", "<N>", args.threads, args.lr, args.data_dir, Path("<tmp>")
+            "<B>", "<N>", args.threads, args.lr, args.data_dir, Path("<tmp>"), args.device
         ),
         "runs": runs,
         "summary": {bs: summarize(runs[bs], updates[bs], chunks[bs]) for bs in args.batch_sizes},

@@ -13,6 +13,10 @@ does not import Lightning itself. `bench` must be importable in the process that
 `benchmarks/throughput.py` puts benchmarks/ on sys.path for its in-process
 `lenet5.cli.run` calls, and a child `lenet5-train` gets it on PYTHONPATH
 (`bench.common.child_env`).
+
+On a GPU (`trainer.accelerator=gpu`) CUDA kernels run asynchronously: each stamp first waits
+for the module's device (`torch.cuda.synchronize`), so the GPU work queued before a stamp is
+counted before it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 
 def stamp() -> dict[str, float]:
@@ -34,28 +39,34 @@ def stamp() -> dict[str, float]:
 class StepTimer(pl.Callback):
     """Stamps fit start, train start, the first training step's start, the last training
     step's end, train end and fit end, then writes them and the update count (Lightning's
-    `global_step`) as JSON to `out` when fit ends, before the run's test."""
+    `global_step`) as JSON to `out` when fit ends, before the run's test. On a CUDA device
+    every stamp waits for the GPU first."""
 
     def __init__(self, out: str):
         self.out = Path(out)
         self.stamps: dict[str, dict[str, float]] = {}
 
+    def _stamp(self, name: str, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the queued kernels count before it
+        self.stamps[name] = stamp()
+
     def on_fit_start(self, trainer, pl_module):
-        self.stamps["fit_start"] = stamp()
+        self._stamp("fit_start", pl_module)
 
     def on_train_start(self, trainer, pl_module):
-        self.stamps["train_start"] = stamp()
+        self._stamp("train_start", pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if "first_step" not in self.stamps:
-            self.stamps["first_step"] = stamp()
+            self._stamp("first_step", pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.stamps["last_batch_end"] = stamp()
+        self._stamp("last_batch_end", pl_module)
 
     def on_train_end(self, trainer, pl_module):
-        self.stamps["train_end"] = stamp()
+        self._stamp("train_end", pl_module)
 
     def on_fit_end(self, trainer, pl_module):
-        self.stamps["fit_end"] = stamp()
+        self._stamp("fit_end", pl_module)
         self.out.write_text(json.dumps({**self.stamps, "updates": trainer.global_step}))

@@ -29,6 +29,10 @@ if not OmegaConf.has_resolver("if_validating"):
 # Samples per Lightning step when data.chunk_size is unset (see lenet5.data's docstring).
 PER_SAMPLE_CHUNK = 128  # batch_size=1: 128 updates, ~0.3 s on a CPU core
 BATCHED_CHUNK = 1024  # batch_size>1: the multiple of batch_size at or below 1024 (>= 1 batch)
+# On a GPU an update of LeNet-5 takes ~2 ms at batch 256 while a Lightning step costs ~3 ms
+# (it waits for the GPU): 1024 samples a step gave 0.69x a bare loop's speed on an H200
+# (benchmarks/results/throughput_gpu.md), so a step there serves 16x as many.
+GPU_BATCHED_CHUNK = 16384
 
 
 class ConfigError(ValueError):
@@ -58,15 +62,27 @@ def automatic_only(trainer: DictConfig) -> list[str]:
     ]
 
 
+def on_gpu(trainer: DictConfig) -> bool:
+    """Whether Lightning will train on a CUDA GPU (`auto` takes one where there is one)."""
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return accelerator in ("gpu", "cuda")
+
+
 def chunk_size(cfg: DictConfig) -> int:
     """Samples per Lightning step: `data.chunk_size`, or by default 128 per-sample updates or
-    ~1024 samples of batches, or one batch where a trainer setting needs one update per step."""
+    ~1024 samples of batches (~16k on a GPU), or one batch where a trainer setting needs one
+    update per step."""
     batch, chunk = cfg.data.batch_size, cfg.data.get("chunk_size")
     settings = automatic_only(cfg.trainer)
     if chunk is None:
-        if settings or batch > BATCHED_CHUNK:
+        most = GPU_BATCHED_CHUNK if on_gpu(cfg.trainer) else BATCHED_CHUNK
+        if settings or batch > most:
             return batch
-        return PER_SAMPLE_CHUNK if batch == 1 else batch * (BATCHED_CHUNK // batch)
+        return PER_SAMPLE_CHUNK if batch == 1 else batch * (most // batch)
     _number(cfg, "data.chunk_size", Integral, batch)
     if chunk % batch:
         raise ConfigError(
@@ -80,6 +96,37 @@ def chunk_size(cfg: DictConfig) -> int:
             "(or leave it unset)"
         )
     return chunk
+
+
+# Lightning strategies that split one run over several devices or processes.
+DATA_PARALLEL = ("ddp", "fsdp", "deepspeed")
+
+
+def check_hardware(trainer: DictConfig) -> None:
+    """One run, one device: refuse a GPU that is not there, and data parallelism."""
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            )
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}, but torch {torch.__version__} ({build}) sees "
+                "no CUDA GPU here: use trainer.accelerator=cpu (or auto, which takes a GPU "
+                "where there is one)"
+            )
+    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
+    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
+    if not one_device or strategy.lower().startswith(DATA_PARALLEL):
+        setting = f"trainer.strategy={strategy}" if one_device else f"trainer.devices={devices}"
+        raise ConfigError(
+            f"{setting}: a run of LeNet-5 (60k parameters) gains nothing from data "
+            "parallelism, whose gradient exchange costs more than the model's compute: keep "
+            "trainer.devices=1 and scale by runs instead, several at once (they share a GPU): "
+            "lenet5-train -m ... hydra/launcher=joblib hydra.launcher.n_jobs=N"
+        )
 
 
 def _block(node: DictConfig, group: str):
@@ -105,6 +152,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)
     _number(cfg, "trainer.max_epochs", Integral, 1)
+    check_hardware(cfg.trainer)
     from lenet5.network import LeNet5
 
     head, loss = _block(cfg.model.head, "model/head"), _block(cfg.model.loss, "model/loss")

@@ -49,7 +49,8 @@ class SparseConv2d(nn.Module):
 
     def fan_in(self) -> torch.Tensor:
         """Number of inputs of each output unit: connected maps x kernel area."""
-        return torch.tensor([len(row) * self.kernel_size**2 for row in self.table])
+        fan_ins = [len(row) * self.kernel_size**2 for row in self.table]
+        return torch.tensor(fan_ins, device=self.weight.device)
 
     def reset_parameters(self) -> None:
         # Same rule as nn.Conv2d's default (1/sqrt(F)), with each output map's own fan-in.

