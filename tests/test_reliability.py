@@ -1,6 +1,7 @@
 """Faults lose nothing and explain themselves: bad stores, NaN, signals, resume, determinism."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,3 +213,112 @@ def test_same_config_and_seed_give_bitwise_identical_metrics(quick, new_store, t
         results.append(rec.data.metrics)
     for key in ("test/acc", "test/loss", "test/error", "val/loss", "train/loss"):
         assert results[0][key] == results[1][key], key
+
+
+def independent_runs_on_a_fresh_store(tmp_path, n: int) -> list:
+    """n `lenet5-train` processes started at once (n terminals, n batch jobs: no sweep) on a
+    store that does not exist yet; returns their runs."""
+    script = shutil.which("lenet5-train", path=str(Path(sys.executable).parent))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    procs = [
+        subprocess.Popen(
+            [
+                script,
+                "data.val_size=100",
+                "trainer.max_epochs=1",
+                "+trainer.limit_train_batches=1",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "threads=1",
+                f"seed={seed}",
+                f"mlflow.tracking_uri={uri}",
+                f"mlflow.artifact_root={tmp_path}/artifacts",
+                "mlflow.experiment_name=together",
+                f"hydra.run.dir={tmp_path}/hydra/{seed}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(n)
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    failed = [e[-2000:] for p, e in zip(procs, errors, strict=True) if p.returncode]
+    assert not failed, failed[0]
+    client = MlflowClient(uri)
+    assert [e.name for e in client.search_experiments()] == ["together", "Default"]
+    return client.search_runs([client.get_experiment_by_name("together").experiment_id])
+
+
+@pytest.mark.slow
+def test_eight_independent_processes_on_a_fresh_store_all_record_their_runs(tmp_path):
+    runs = independent_runs_on_a_fresh_store(tmp_path, 8)
+    assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(8))
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("attempt", [2, 3, 4, 5])
+def test_eight_independent_processes_again(tmp_path, attempt):
+    runs = independent_runs_on_a_fresh_store(tmp_path, 8)
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_bad_value_answers_in_one_line_with_exit_2_before_torch_loads(tmp_path):
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr))\n"
+        "from lenet5.cli import main\n"
+        "main()\n"
+    )
+    store = tmp_path / "mlflow.db"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "data.batch_size=abc",
+            f"mlflow.tracking_uri=sqlite:///{store}",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: data.batch_size='abc' is invalid: it must be an integer >= 1 "
+        "(set data.batch_size=...)",
+        "torch loaded: False",
+    ]
+    assert not store.exists()  # no store opened, no run recorded
+
+
+def test_a_store_that_is_not_a_database_is_named_and_left_as_it_was(tmp_path, quick):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"garbage, not a database\n" * 100)
+    with pytest.raises(StoreError) as err:
+        run([*quick, f"mlflow.tracking_uri=sqlite:///{db}"])
+    assert f"the MLflow store {db} is not an SQLite database" in str(err.value)
+    assert "Restore it from your backup" in str(err.value)
+    assert db.read_bytes() == b"garbage, not a database\n" * 100
+
+
+def test_a_store_from_a_newer_mlflow_is_named_and_left_as_it_was(store, tmp_path, quick):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("update alembic_version set version_num = 'f00dfeedbeef'")
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match="schema revision f00dfeedbeef, which MLflow"):
+        run([*quick, *store])
+    assert db.read_bytes() == before
+
+
+def test_an_unreachable_tracking_server_is_refused_at_once(quick):
+    # Port 9 on loopback: nothing listens (MLflow's own client would retry for minutes).
+    start = time.monotonic()
+    with pytest.raises(StoreError, match=r"cannot reach the MLflow tracking server http://127"):
+        run([*quick, "mlflow.tracking_uri=http://127.0.0.1:9"])
+    assert time.monotonic() - start < 60  # a bound on the retries, not a speed target

@@ -11,12 +11,14 @@ Lightning are imported with `lenet5.train`'s work, after Hydra has composed the 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lenet5.config import CONF_DIR, ConfigError
+from lenet5.config import CONF_DIR, ConfigError, UserError
 
 log = logging.getLogger("lenet5")
 
@@ -88,8 +90,12 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     try:
         return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task))
-    except Exception:
+    except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
+            if isinstance(e, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                # One line, not a traceback: the message says what, where and the fix.
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
             raise
         # In a sweep one failed job must not stop the others: its run is already FAILED
         # with the reason, and the sweep's end reports it and exits non-zero.

@@ -35,7 +35,12 @@ BATCHED_CHUNK = 1024  # batch_size>1: the multiple of batch_size at or below 102
 GPU_BATCHED_CHUNK = 16384
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A problem the user fixes (a setting, the data, the store): `lenet5-train` prints its
+    message, which says what, where and how to fix it, as one line and exits 2."""
+
+
+class ConfigError(UserError, ValueError):
     """A config that cannot work; the message names the setting and the fix."""
 
 
@@ -147,12 +152,13 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "optimizer.lr", Real, 0, low_ok=False)
     _number(cfg, "data.batch_size", Integral, 1)
     _number(cfg, "data.eval_batch_size", Integral, 1)
-    chunk_size(cfg)
     _number(cfg, "data.val_size", Integral, 0)
     _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)
     _number(cfg, "trainer.max_epochs", Integral, 1)
     check_hardware(cfg.trainer)
+    chunk_size(cfg)
+    # The checks below are the blocks' own, so they load torch (a second or two).
     from lenet5.network import LeNet5
 
     head, loss = _block(cfg.model.head, "model/head"), _block(cfg.model.loss, "model/loss")

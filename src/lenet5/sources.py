@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from lenet5.config import UserError
+
 # (file, IDX magic number, item count) of the four canonical MNIST files.
 MNIST_FILES = {
     "train-images-idx3-ubyte": (2051, 60000),
@@ -23,7 +25,7 @@ MNIST_FILES = {
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """The data set is absent, unreadable or corrupt; the message says how to fix it."""
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
+
+from lenet5.store import StoreError, client_for, local_path, store_lock
 
 log = logging.getLogger("lenet5")
 
@@ -40,78 +40,22 @@ CHOICE_TAGS = {
 RUN_NAME_PARTS = ("activation", "pooling", "connectivity", "head", "optimizer")
 
 
-class StoreError(RuntimeError):
-    """The MLflow store cannot be opened or written; the message says where and why."""
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def local_path(uri: str) -> Path | None:
-    """The folder behind a local artifact URI, or None for a remote one."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path)
-    return None
-
-
-def store_ready(db: Path) -> bool:
-    """Whether a SQLite store's schema is complete (read-only: never migrates it).
-
-    A store that another process is still creating has no or an older alembic revision;
-    opening it with MlflowClient would run the migrations a second time, concurrently,
-    and break both processes.
-    """
-    import sqlite3
-
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
-
-    head = ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            (version,) = con.execute("select version_num from alembic_version").fetchone()
-    except (sqlite3.Error, TypeError):
-        return False
-    return version == head
-
-
-def client_for(tracking_uri: str):
-    """An MlflowClient on `tracking_uri`, creating a local SQLite store's folder if needed."""
-    from mlflow.tracking import MlflowClient
-
-    db = sqlite_path(tracking_uri)
-    if db is not None:
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the MLflow store folder {db.parent}: {e}") from e
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def ensure_experiment(client, name: str, artifact_root: str) -> str:
-    """The id of experiment `name`, created with its artifacts under `artifact_root`.
-
-    Safe against another process creating it at the same moment: the loser of the race
-    reads the winner's experiment instead of failing or landing in "Default".
-    """
-    for attempt in range(5):
-        exp = client.get_experiment_by_name(name)
+    """The id of experiment `name`, created with its artifacts under `artifact_root`; one
+    process at a time creates it, the others then read it (none lands in "Default")."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    with store_lock(client.tracking_uri):
+        exp = client.get_experiment_by_name(name)  # made while this process waited?
         if exp is not None:
             return exp.experiment_id
-        try:
-            location = (
-                Path(artifact_root, name).as_uri()
-                if local_path(artifact_root)
-                else (f"{artifact_root.rstrip('/')}/{name}")
-            )
-            return client.create_experiment(name, artifact_location=location)
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+        location = (
+            Path(artifact_root, name).as_uri()
+            if local_path(artifact_root)
+            else f"{artifact_root.rstrip('/')}/{name}"
+        )
+        return client.create_experiment(name, artifact_location=location)
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

@@ -81,15 +81,16 @@ def trainer_kwargs(cfg: DictConfig, callbacks: list) -> dict:
 
 def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     """Train and test one configuration in its MLflow run; returns the test error."""
-    import pytorch_lightning as pl
-    import torch
-
-    from lenet5.network import n_trainable_params
     from lenet5.sweep import current
     from lenet5.tracking import refusals_recorded, tracked_run
 
     with refusals_recorded(cfg, choices):  # refused up front: before any run is opened
-        validate(cfg)
+        validate(cfg)  # before torch and Lightning load: a bad value answers in a second
+        import pytorch_lightning as pl
+        import torch
+
+        from lenet5.network import n_trainable_params
+
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)

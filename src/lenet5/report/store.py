@@ -97,7 +97,7 @@ def tracking_uri(flag: str | None) -> str:
 
 
 def open_experiment(uri: str, name: str):
-    from lenet5.tracking import client_for, sqlite_path, store_ready
+    from lenet5.store import client_for, sqlite_path, store_ready
 
     db = sqlite_path(uri)
     # Opening a missing SQLite file would create an empty store: refuse instead.
