@@ -67,9 +67,13 @@ def automatic_only(trainer: DictConfig) -> list[str]:
     ]
 
 
+def _accelerator(trainer: DictConfig) -> str:
+    return str(trainer.get("accelerator", "auto")).lower()
+
+
 def on_gpu(trainer: DictConfig) -> bool:
     """Whether Lightning will train on a CUDA GPU (`auto` takes one where there is one)."""
-    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    accelerator = _accelerator(trainer)
     if accelerator == "auto":
         import torch
 
@@ -109,7 +113,7 @@ DATA_PARALLEL = ("ddp", "fsdp", "deepspeed")
 
 def check_hardware(trainer: DictConfig) -> None:
     """One run, one device: refuse a GPU that is not there, and data parallelism."""
-    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    accelerator = _accelerator(trainer)
     if accelerator in ("gpu", "cuda"):
         import torch
 

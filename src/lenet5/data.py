@@ -94,8 +94,9 @@ class DigitsDataModule(pl.LightningDataModule):
     """Train / val / test splits of a digits source, as preloaded tensors.
 
     `source` returns (train images, train labels, test images, test labels) as uint8
-    28x28 and int64, read from `root` where given (`data.root`); the validation set is carved from the training images with a fixed
-    `split_seed`, the test set is the source's own.
+    28x28 and int64, read from `root` where given (`data.root`); the validation set is
+    carved from the training images with a fixed `split_seed`, the test set is the
+    source's own.
 
     A training step receives `chunk_size` samples (default: one batch); the module makes
     one update per `batch_size` of them. `augment` distorts the training images only.

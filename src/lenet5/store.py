@@ -7,6 +7,7 @@ it: a file that is not a database, or a schema from a newer MLflow than this one
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,18 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
+def schema_version(db: Path) -> str | None:
+    """The store's schema revision (alembic), read-only; None where it has no schema yet."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            (version,) = con.execute("select version_num from alembic_version").fetchone()
+    except (sqlite3.Error, TypeError):
+        return None
+    return version
+
+
 def store_ready(db: Path) -> bool:
     """Whether a SQLite store's schema is complete (read-only: never migrates it).
 
@@ -38,15 +51,7 @@ def store_ready(db: Path) -> bool:
     opening it with MlflowClient would run the migrations a second time, concurrently,
     and break both processes.
     """
-    import sqlite3
-
-    head = _revisions()[0]
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            (version,) = con.execute("select version_num from alembic_version").fetchone()
-    except (sqlite3.Error, TypeError):
-        return False
-    return version == head
+    return schema_version(db) == _revisions()[0]
 
 
 def store_lock(tracking_uri: str):
@@ -62,23 +67,23 @@ def store_lock(tracking_uri: str):
     return FileLock(f"{db}.lock", timeout=300) if db is not None else nullcontext()
 
 
-def _revisions() -> tuple[str, set[str]]:
+@cache
+def _revisions() -> tuple[str, frozenset[str]]:
     """(head, every revision) of the schema migrations this MLflow ships."""
     from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import _get_alembic_config
 
     script = ScriptDirectory.from_config(_get_alembic_config("sqlite://"))
-    return script.get_current_head(), {r.revision for r in script.walk_revisions()}
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
 
-def check_store(db: Path) -> None:
-    """Refuse, by name and before anything writes to it, a store file this MLflow cannot use."""
-    import sqlite3
-
+def check_store(db: Path) -> str | None:
+    """Refuse, by name and before anything writes to it, a store file this MLflow cannot use;
+    return its schema revision (None for a new store, or one still being created)."""
     import mlflow
 
     if not db.is_file() or db.stat().st_size == 0:
-        return  # new: MLflow creates it
+        return None  # new: MLflow creates it
     with db.open("rb") as f:
         if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise StoreError(
@@ -86,17 +91,14 @@ def check_store(db: Path) -> None:
                 "nothing was written to it. Restore it from your backup (README: Back up the "
                 "store), or point mlflow.tracking_uri=... at another store"
             )
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            (version,) = con.execute("select version_num from alembic_version").fetchone()
-    except (sqlite3.Error, TypeError):
-        return  # no schema yet, or being created by another process: opening it settles it
-    if version not in _revisions()[1]:
+    version = schema_version(db)
+    if version is not None and version not in _revisions()[1]:
         raise StoreError(
             f"the MLflow store {db} has schema revision {version}, which MLflow "
             f"{mlflow.__version__} does not know: a newer MLflow made it. Use that MLflow "
             "(pip install -U mlflow), or point mlflow.tracking_uri=... at another store"
         )
+    return version
 
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
@@ -130,8 +132,7 @@ def client_for(tracking_uri: str):
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the MLflow store folder {db.parent}: {e}") from e
-        check_store(db)
-        if not store_ready(db):
+        if check_store(db) != _revisions()[0]:
             with store_lock(tracking_uri):  # constructing the client creates or migrates it
                 return MlflowClient(tracking_uri=tracking_uri)
     elif urlparse(tracking_uri).scheme in ("http", "https"):

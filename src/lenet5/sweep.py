@@ -1,9 +1,8 @@
 """One MLflow parent run per Hydra multirun, created before any job starts.
 
 Registered as a Hydra callback in conf/config.yaml. Before the launcher starts a job it
-creates the store, the experiment and the parent run, so parallel jobs never race to
-create them (on a fresh SQLite store, MLflow's concurrent schema migrations make most jobs
-crash: measured with 8 joblib workers, tests/test_sweep.py). Jobs
+creates the store, the experiment and the parent run, so parallel jobs find them made
+(`lenet5.store` also serializes creating them across any processes). Jobs
 find the parent through the environment (the launcher's workers inherit it) and become
 its children. At the end, the parent records how many children finished and failed, and
 the sweep exits non-zero if any did not finish.

@@ -107,6 +107,12 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     return client, run
 
 
+def end_run(client, run_id: str, status: str, reason: str) -> None:
+    """End a run that did not finish, its cause in the tag `failure_reason`."""
+    client.set_tag(run_id, "failure_reason", reason[:5000])
+    client.set_terminated(run_id, status)
+
+
 @contextmanager
 def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
     """In a sweep, a job refused before training (a bad sweep value, absent data) still gets
@@ -119,8 +125,7 @@ def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
         in_sweep = sweep.current()
         if in_sweep:
             client, run = start_run(cfg, choices, sweep.child_tags(in_sweep))
-            client.set_tag(run.info.run_id, "failure_reason", f"{type(e).__name__}: {e}"[:5000])
-            client.set_terminated(run.info.run_id, "FAILED")
+            end_run(client, run.info.run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
 
 
@@ -197,8 +202,7 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
     except BaseException as e:
         killed = isinstance(e, (KeyboardInterrupt, SystemExit))
         reason = "interrupted (Ctrl-C or SIGTERM)" if killed else f"{type(e).__name__}: {e}"
-        client.set_tag(run_id, "failure_reason", reason[:5000])
-        client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+        end_run(client, run_id, "KILLED" if killed else "FAILED", reason)
         if killed:
             log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
         raise
