@@ -11,8 +11,10 @@ jobs on a fresh store, and a report read while such a sweep writes.
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -135,6 +137,10 @@ def assert_every_job_landed(client: MlflowClient, output: str, jobs: int) -> Non
     )
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["lenet5.expected_runs"] == str(jobs)
+    # The parent says where the sweep ran (so `lenet5-report --reap` can tell an orphan).
+    assert parent.data.tags["lenet5.host"] == socket.gethostname()
+    assert "lenet5.heartbeat" in parent.data.tags
+    assert "lenet5-heartbeat" not in {t.name for t in threading.enumerate()}
     assert parent.data.metrics["children_finished"] == jobs
     assert parent.data.metrics["children_failed"] == 0
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -13,45 +13,27 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lenet5.config import CONF_DIR, ConfigError, UserError
+from lenet5.config import CONF_DIR, UserError
 
 log = logging.getLogger("lenet5")
-
-
-def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The stored config of the run named by `resume=`, so it continues exactly as it began.
-
-    Only `resume` itself (and where the store is) comes from the command line; anything
-    else given there is refused rather than silently mixed into a run already half done.
-    """
-    from lenet5.tracking import resumable_run
-
-    extra = [o for o in overrides if not o.startswith(("resume=", "mlflow.", "threads="))]
-    if extra:
-        raise ConfigError(
-            f"resume={cfg.resume} continues the run with its own stored config; drop the other "
-            f"overrides {extra} (or start a new run with them)"
-        )
-    _, _, stored, _ = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
-    stored.resume, stored.mlflow = cfg.resume, cfg.mlflow
-    if cfg.threads:
-        stored.threads = cfg.threads
-    return stored
 
 
 def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     """What every entry point runs: resume or skip a job a relaunched sweep already
     finished, else train; returns the test error."""
     from lenet5 import sweep
+    from lenet5.resume import resume_config
     from lenet5.train import train
 
     if cfg.resume:
-        cfg = resume_config(cfg, overrides)
+        into = Path(HydraConfig.get().runtime.output_dir) / "resumed_from"
+        cfg = resume_config(cfg, overrides, into)
     done = sweep.finished_twin_error(cfg)
     if done is not None:
         return done
@@ -69,6 +51,8 @@ def compose(overrides: list[str] = ()) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):  # where @hydra.main would run it (made when something is written)
+        cfg.hydra.runtime.output_dir = str(Path(cfg.hydra.run.dir).absolute())
     HydraConfig.instance().set_config(cfg)
     return cfg
 

@@ -2,11 +2,13 @@
 creating or migrating it.
 
 A store that cannot be used is refused by name before any training, with nothing written to
-it: a file that is not a database, or a schema from a newer MLflow than this one.
+it: a file that is not a database, a schema from a newer MLflow than this one, a read-only
+file or folder, a database another process keeps locked.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +16,7 @@ from urllib.parse import urlparse
 from lenet5.config import UserError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_WAIT_S = 30.0  # how long a write lock held by another process is waited for
 
 
 class StoreError(UserError, RuntimeError):
@@ -77,12 +80,15 @@ def _revisions() -> tuple[str, frozenset[str]]:
     return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
 
-def check_store(db: Path) -> str | None:
-    """Refuse, by name and before anything writes to it, a store file this MLflow cannot use;
-    return its schema revision (None for a new store, or one still being created)."""
+def check_store(db: Path, write: bool = True) -> str | None:
+    """Refuse, by name and before anything writes to it, a store file this MLflow cannot use
+    (`write`: or cannot write); return its schema revision (None for a new store, or one
+    still being created)."""
     import mlflow
 
     if not db.is_file() or db.stat().st_size == 0:
+        if write and not os.access(db.parent, os.W_OK):
+            raise StoreError(_read_only(db))
         return None  # new: MLflow creates it
     with db.open("rb") as f:
         if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
@@ -98,32 +104,99 @@ def check_store(db: Path) -> str | None:
             f"{mlflow.__version__} does not know: a newer MLflow made it. Use that MLflow "
             "(pip install -U mlflow), or point mlflow.tracking_uri=... at another store"
         )
+    if write:
+        check_writable(db)
     return version
+
+
+def _read_only(db: Path) -> str:
+    return (
+        f"the MLflow store {db} is read-only for this user (the file, or its folder "
+        f"{db.parent}, where SQLite writes its journal; or a read-only mount); nothing was "
+        "written. Make both writable (chmod u+w), or point mlflow.tracking_uri=... at a "
+        "writable store"
+    )
+
+
+def check_writable(db: Path, wait_s: float | None = None) -> None:
+    """Refuse a store this process cannot write: a read-only file or folder, or a database
+    another process keeps locked for longer than `wait_s` (default LOCK_WAIT_S).
+
+    Takes SQLite's write lock and gives it back (BEGIN IMMEDIATE; ROLLBACK): nothing is
+    written, and a writer that holds it briefly (another run logging) is waited for.
+    """
+    import sqlite3
+
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+    if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        raise StoreError(_read_only(db))  # SQLite would only find out at the first write
+    try:
+        con = sqlite3.connect(db, timeout=wait_s, isolation_level=None)
+        try:
+            con.execute("begin immediate")
+            con.execute("rollback")
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if "readonly" in str(e) or "read-only" in str(e):
+            raise StoreError(_read_only(db)) from e
+        if "locked" in str(e) or "busy" in str(e):
+            raise StoreError(
+                f"the MLflow store {db} stayed locked by another process for {wait_s:.0f} s "
+                "(an open sqlite3 shell or DB browser, a hung process: `fuser "
+                f"{db}` names it); nothing was written. Close it and run again, or point "
+                "mlflow.tracking_uri=... at another store"
+            ) from e
+        raise StoreError(f"cannot write the MLflow store {db}: {e}") from e
+
+
+def unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """Why an http(s) tracking server does not answer, or None where it does (any HTTP
+    answer counts) or the store is not a server. One try, `timeout` seconds at most."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import urlopen
+
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return None
+    try:
+        with urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
+            return None
+    except HTTPError:
+        return None  # it answered
+    except (URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
 
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
     """Refuse, in seconds, a tracking server that does not answer (MLflow's own client would
-    retry for minutes). Any HTTP answer counts as reachable; only a failed connection fails."""
-    from urllib.error import HTTPError, URLError
-    from urllib.request import urlopen
-
-    try:
-        with urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
-            return
-    except HTTPError:
-        return  # it answered
-    except (URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
+    retry for minutes)."""
+    reason = unreachable(tracking_uri, timeout)
+    if reason is not None:
         raise StoreError(
             f"cannot reach the MLflow tracking server {tracking_uri} ({reason}): start it, or "
             "point mlflow.tracking_uri=... at a server that runs (or at a local "
             "sqlite:/// store)"
-        ) from e
+        )
 
 
-def client_for(tracking_uri: str):
+def bound_http_retries(mlflow_cfg) -> None:
+    """Bound how long MLflow's client retries a tracking server that does not answer (by
+    default about 4 minutes per request): `mlflow.http_retries` retries with backoff 4, 8,
+    16, ... s, `mlflow.http_timeout_s` per request. MLflow's own variables, where the user
+    set them, win."""
+    for var, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", mlflow_cfg.get("http_retries")),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", mlflow_cfg.get("http_timeout_s")),
+    ):
+        if value is not None:
+            os.environ.setdefault(var, str(value))
+
+
+def client_for(tracking_uri: str, write: bool = True):
     """An MlflowClient on `tracking_uri`, its store ready: a local SQLite store's folder and
-    schema are created (or migrated) by one process at a time."""
+    schema are created (or migrated) by one process at a time; `write`: refused unless it
+    can be written."""
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(tracking_uri)
@@ -132,9 +205,9 @@ def client_for(tracking_uri: str):
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the MLflow store folder {db.parent}: {e}") from e
-        if check_store(db) != _revisions()[0]:
+        if check_store(db, write) != _revisions()[0]:
             with store_lock(tracking_uri):  # constructing the client creates or migrates it
                 return MlflowClient(tracking_uri=tracking_uri)
-    elif urlparse(tracking_uri).scheme in ("http", "https"):
+    else:
         check_server(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)

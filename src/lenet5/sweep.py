@@ -126,6 +126,7 @@ class MLflowSweep(Callback):
     def __init__(self, resume: bool = True) -> None:
         self.resume = resume
         self.state: dict[str, Any] | None = None
+        self.heartbeat = None  # the parent run's, while the sweep runs (lenet5.liveness)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -134,8 +135,11 @@ class MLflowSweep(Callback):
             raise SweepFailed(f"lenet5: cannot start the sweep's MLflow parent run: {e}") from e
 
     def _open(self, cfg: DictConfig) -> None:
+        from lenet5 import liveness
+        from lenet5.store import bound_http_retries
         from lenet5.tracking import client_for, ensure_experiment
 
+        bound_http_retries(cfg.mlflow)
         client = client_for(cfg.mlflow.tracking_uri)
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
         study = cfg.study.name or "adhoc"
@@ -151,7 +155,8 @@ class MLflowSweep(Callback):
             parent = unfinished[0]
             run_id, sweep_id = parent.info.run_id, parent.data.tags["lenet5.sweep_id"]
             client.update_run(run_id, status="RUNNING")
-            self._publish(run_id, sweep_id, study, exp_id, cfg, expected, resumed=True)
+            liveness.claim(client, run_id)
+            self._publish(client, run_id, sweep_id, study, exp_id, cfg, expected, resumed=True)
             log.info("sweep %s resumed: FINISHED jobs are skipped (parent %s)", sweep_id, run_id)
             return
         sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -163,6 +168,7 @@ class MLflowSweep(Callback):
             "lenet5.factors": json.dumps(list(cfg.study.factors)),
             "lenet5.baseline": json.dumps(OmegaConf.to_container(cfg.study.baseline) or {}),
             "lenet5.expected_runs": str(expected),
+            **liveness.here(),
         }
         parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=tags)
         run_id = parent.info.run_id
@@ -175,10 +181,10 @@ class MLflowSweep(Callback):
             if study_file and Path(study_file).is_file():
                 client.log_artifact(run_id, study_file, "study")
             client.log_artifacts(run_id, tmp)
-        self._publish(run_id, sweep_id, study, exp_id, cfg, expected, resumed=False)
+        self._publish(client, run_id, sweep_id, study, exp_id, cfg, expected, resumed=False)
         log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, expected, run_id)
 
-    def _publish(self, run_id, sweep_id, study, exp_id, cfg, expected, resumed) -> None:
+    def _publish(self, client, run_id, sweep_id, study, exp_id, cfg, expected, resumed) -> None:
         """Hand the parent to the jobs (the launcher's workers inherit the environment)."""
         self.state = {
             "parent_run_id": run_id,
@@ -190,6 +196,9 @@ class MLflowSweep(Callback):
             "resumed": resumed,
         }
         os.environ[ENV] = json.dumps(self.state)
+        from lenet5.liveness import Heartbeat
+
+        self.heartbeat = Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)).start()
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         atexit.register(self._close, "KILLED")
@@ -223,6 +232,8 @@ class MLflowSweep(Callback):
             return None
         state, self.state = self.state, None
         os.environ.pop(ENV, None)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         from lenet5.tracking import client_for
 
         client = client_for(state["tracking_uri"])

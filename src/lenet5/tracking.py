@@ -15,10 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet5.store import StoreError, client_for, local_path, store_lock
+from lenet5.config import PROJECT_ROOT
+from lenet5.store import (
+    StoreError,
+    bound_http_retries,
+    client_for,
+    local_path,
+    store_lock,
+    unreachable,
+)
 
 log = logging.getLogger("lenet5")
 
@@ -40,9 +49,10 @@ CHOICE_TAGS = {
 RUN_NAME_PARTS = ("activation", "pooling", "connectivity", "head", "optimizer")
 
 
-def ensure_experiment(client, name: str, artifact_root: str) -> str:
-    """The id of experiment `name`, created with its artifacts under `artifact_root`; one
-    process at a time creates it, the others then read it (none lands in "Default")."""
+def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
+    """The id of experiment `name`, created with its artifacts under `artifact_root` (None:
+    the project's mlruns/artifacts for a local store, the server's own for a tracking server);
+    one process at a time creates it, the others then read it (none lands in "Default")."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -50,6 +60,10 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
         exp = client.get_experiment_by_name(name)  # made while this process waited?
         if exp is not None:
             return exp.experiment_id
+        if artifact_root is None:
+            if urlparse(client.tracking_uri).scheme in ("http", "https"):
+                return client.create_experiment(name)  # the server decides
+            artifact_root = str(PROJECT_ROOT / "mlruns" / "artifacts")
         location = (
             Path(artifact_root, name).as_uri()
             if local_path(artifact_root)
@@ -163,45 +177,73 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
     An exception ends the run FAILED with `failure_reason`; Ctrl-C and SIGTERM (made to
     unwind like Ctrl-C here; Lightning turns them into SystemExit after its own graceful
     shutdown) end it KILLED. Checkpoints go straight into the run's artifact folder when it
-    is local, so a crash still leaves them referenced from the run; otherwise they are
-    uploaded at the end.
+    is local, so a crash still leaves them referenced from the run; otherwise they are kept
+    in the Hydra output folder (its path tagged `lenet5.checkpoint_dir`) and uploaded when
+    the run ends. The run's host, pid and a heartbeat are tagged (`lenet5.liveness`), so a
+    process killed outright leaves a run that `lenet5-report --reap` can tell is orphaned.
+    A tracking server that stops answering mid-run (after a bounded number of retries)
+    stops the run with its checkpoints kept locally and their path in the message.
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from lenet5 import sweep
+    from lenet5 import liveness, resume, sweep
     from lenet5.faults import interrupt_on_signals
 
     interrupt_on_signals()
+    bound_http_retries(cfg.mlflow)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume:
-        client, run, _, resume_from = resumable_run(cfg.mlflow.tracking_uri, cfg.resume)
+        client, run = resume.run_to_resume(cfg.mlflow.tracking_uri, cfg.resume)
+        resume_from = resume.last_checkpoint(client, run, output_dir / "resumed_from")
         client.update_run(run.info.run_id, status="RUNNING")
+        liveness.claim(client, run.info.run_id)
     else:
-        client, run = start_run(cfg, choices, sweep.child_tags(sweep.current()))
+        tags = {**sweep.child_tags(sweep.current()), **liveness.here()}
+        client, run = start_run(cfg, choices, tags)
         resume_from = None
     run_id = run.info.run_id
     log.info("MLflow run %s (%s) in %s", run.info.run_name, run_id, cfg.mlflow.tracking_uri)
     artifact_dir = local_path(run.info.artifact_uri)
-    folder = artifact_dir or Path(HydraConfig.get().runtime.output_dir)
+    checkpoints = (artifact_dir or output_dir) / "checkpoints"
     try:
+        if artifact_dir is None:
+            client.set_tag(run_id, resume.CHECKPOINT_DIR, str(checkpoints))
         if resume_from is None:
             with tempfile.TemporaryDirectory() as tmp:
                 Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
                 Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
                 client.log_artifacts(run_id, tmp)
-        yield TrackedRun(
-            client,
-            run_id,
-            cfg.mlflow.tracking_uri,
-            cfg.mlflow.experiment_name,
-            folder / "checkpoints",
-            resume_from,
-        )
+        with liveness.Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)):
+            yield TrackedRun(
+                client,
+                run_id,
+                cfg.mlflow.tracking_uri,
+                cfg.mlflow.experiment_name,
+                checkpoints,
+                resume_from,
+            )
         if artifact_dir is None:
-            client.log_artifacts(run_id, str(folder / "checkpoints"), "checkpoints")
+            client.log_artifacts(run_id, str(checkpoints), "checkpoints")
         client.set_terminated(run_id, "FINISHED")
     except BaseException as e:
+        lost = unreachable(cfg.mlflow.tracking_uri)
+        if lost is not None:  # nothing more can be recorded: say where the work is, how to go on
+            kept = (
+                f"its checkpoints are kept at {checkpoints}"
+                if checkpoints.is_dir()
+                else "it stopped before its first checkpoint"
+            )
+            raise StoreError(
+                f"the MLflow tracking server {cfg.mlflow.tracking_uri} stopped answering "
+                f"({lost}) during run {run_id}; {kept}. When "
+                f"the server answers again: lenet5-report --reap --tracking-uri "
+                f"{cfg.mlflow.tracking_uri}, then lenet5-train resume={run_id} "
+                f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"
+            ) from e
         killed = isinstance(e, (KeyboardInterrupt, SystemExit))
         reason = "interrupted (Ctrl-C or SIGTERM)" if killed else f"{type(e).__name__}: {e}"
+        if artifact_dir is None and checkpoints.is_dir():  # resumable from another machine
+            client.log_artifacts(run_id, str(checkpoints), "checkpoints")
         end_run(client, run_id, "KILLED" if killed else "FAILED", reason)
         if killed:
             log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
@@ -218,25 +260,3 @@ def config_hash(cfg: DictConfig) -> str:
 
     flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_HASHED)}
     return hashlib.sha256(repr(sorted(flat.items())).encode()).hexdigest()[:16]
-
-
-def resumable_run(tracking_uri: str, run_id: str):
-    """(client, run, stored config, last checkpoint path) of a run to resume, or StoreError."""
-    client = client_for(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception as e:
-        raise StoreError(f"resume={run_id}: no such run in {tracking_uri} ({e})") from e
-    if run.info.status == "FINISHED":
-        raise StoreError(f"resume={run_id}: the run already FINISHED; there is nothing to resume")
-    folder = local_path(run.info.artifact_uri)
-    if folder is None:
-        raise StoreError(f"resume={run_id}: its artifacts are remote ({run.info.artifact_uri})")
-    checkpoint = folder / "checkpoints" / "last.ckpt"
-    if not checkpoint.is_file():
-        raise StoreError(
-            f"resume={run_id}: no checkpoint at {checkpoint}; the run stopped before its first "
-            "epoch ended, so start it again instead"
-        )
-    stored = OmegaConf.load(folder / "config.yaml")
-    return client, run, stored, checkpoint

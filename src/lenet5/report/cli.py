@@ -4,6 +4,8 @@
     lenet5-report --study one_at_a_time  # the latest sweep of that study
     lenet5-report --sweep-id ID --out DIR
     lenet5-report --watch 30             # follow a running sweep, report when it ends
+    lenet5-report --stale                # RUNNING runs whose process is gone
+    lenet5-report --reap                 # ... ended KILLED, so they can be resumed
 
 Writes report.md, report.csv and report.png, logs them (unless --no-log) as artifacts of
 the sweep's parent run, leaving its status, tags and metrics as they are, and prints the
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from lenet5.config import PROJECT_ROOT
+from lenet5.liveness import STALE_AFTER_S, reap, stale_runs
 from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
 from lenet5.report.stats import summarize
 from lenet5.report.store import (
@@ -52,6 +55,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not log the report files as artifacts of the sweep's parent run",
     )
+    orphans = p.add_mutually_exclusive_group()
+    orphans.add_argument(
+        "--stale",
+        action="store_true",
+        help="list the experiment's RUNNING runs whose process is gone, instead of a report",
+    )
+    orphans.add_argument(
+        "--reap",
+        action="store_true",
+        help="end those runs KILLED (reason in failure_reason); resume=<run id> continues one",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER_S,
+        metavar="SECONDS",
+        help="a run on another host (or without a pid) is stale when its heartbeat is older "
+        f"(default {STALE_AFTER_S:.0f}); on this host its pid is checked",
+    )
     p.add_argument(
         "--watch",
         type=float,
@@ -68,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking_uri(args.tracking_uri)
     try:
         client, exp = open_experiment(uri, args.experiment)
+        stale = retry(stale_runs, client, [exp.experiment_id], args.stale_after)
+        if args.stale or args.reap:
+            return orphans(client, exp, stale, args.reap)
         parent = find_sweep(client, exp, args.sweep_id, args.study)
         if args.watch:
             parent = watch(client, exp, parent, uri, args.watch)
@@ -95,7 +120,28 @@ def main(argv: list[str] | None = None) -> int:
             logged = f"could not log them to run {info.parent_run_id}: {e}"
             status = 1
     print(render_text(info, rows))
+    if stale:
+        print(
+            f"{len(stale)} RUNNING run(s) of {exp.name!r} have no live process; "
+            "lenet5-report --stale lists them, --reap ends them KILLED"
+        )
     print(f"wrote {', '.join(f.name for f in files)} to {out}")
     if logged:
         print(logged, file=sys.stderr if status else sys.stdout)
     return status
+
+
+def orphans(client, exp, stale, reaping: bool) -> int:
+    """List (or reap) the stale runs; exit status 0."""
+    if not stale:
+        print(f"no stale runs in experiment {exp.name!r}: every RUNNING run is alive")
+        return 0
+    if reaping:
+        retry(reap, client, stale)
+    verb = "ended KILLED" if reaping else "stale"
+    print(f"{len(stale)} run(s) of experiment {exp.name!r} {verb}:")
+    for s in stale:
+        print(f"  {s.run_id} {s.name}: {s.reason}")
+    hint = "lenet5-train resume=<run id>" if reaping else "lenet5-report --reap"
+    print(f"next: {hint}")
+    return 0

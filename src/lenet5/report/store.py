@@ -105,7 +105,8 @@ def open_experiment(uri: str, name: str):
         raise ReportError(f"no MLflow store at {db} (tracking URI {uri}): run a sweep first")
     if db is not None and not store_ready(db):
         raise ReportError(f"the MLflow store {db} is still being created; try again in a moment")
-    client = retry(client_for, uri)  # opening checks the schema: a read that can meet a lock
+    # Opening checks the schema (a read that can meet a lock); reading needs no write access.
+    client = retry(client_for, uri, write=False)
     exp = retry(client.get_experiment_by_name, name)
     if exp is None:
         names = [e.name for e in retry(client.search_experiments)]
