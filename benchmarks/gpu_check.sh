@@ -15,13 +15,16 @@
 # STEPS   optional, default "1 2 3 4": the steps to run (e.g. STEPS="2 3" to rerun two).
 # UPDATES, REPEATS  optional, default 600,300,200 and 3: step 2's updates per batch size
 #         (1, 64, 256) and repeats.
+# SWEEP_DATA, SWEEP_EPOCHS  optional, default subset and 2: step 4's data (subset, or mnist
+#         from DATA) and epochs per run; longer runs show what sharing the GPU gains once
+#         process start-up no longer dominates.
 #
 # Steps, each run even if an earlier one failed ("step N failed" in steps.txt):
 #   1. python3 -m pytest -m gpu (tests/test_gpu.py)            -> $OUT/pytest_gpu.log
 #   2. throughput on cuda: (a) project / (b) bare / (c) tutorial, batch 1/64/256, 3 repeats
 #                                                               -> throughput_gpu.json/.md
 #   3. the paper recipe's per-sample updates on cuda            -> the same files, part paper
-#   4. an 8-run sweep, 4 joblib jobs on the GPU vs the basic launcher (subset, 2 epochs)
+#   4. an 8-run sweep, 4 joblib jobs on the GPU vs the basic launcher (SWEEP_DATA, SWEEP_EPOCHS)
 #                                                               -> sweep_gpu.json/.md
 # The benchmarks write benchmarks/results/ (as the CPU ones do; a part not rerun is kept
 # there) and their json/md are copied into $OUT. $OUT/steps.txt: each step's exit status
@@ -110,7 +113,8 @@ step 3 paper_cuda step3_paper.log 300 \
     echo "step 3 failed" | tee -a "$OUT/steps.txt"
 
 step 4 sweep_cuda step4_sweep.log 600 \
-    "$PY" benchmarks/sweep.py --device cuda --data subset --epochs 2 \
+    "$PY" benchmarks/sweep.py --device cuda --data "${SWEEP_DATA:-subset}" \
+    --epochs "${SWEEP_EPOCHS:-2}" \
     --modes parallel,sequential --repeats 1 ||
     echo "step 4 failed" | tee -a "$OUT/steps.txt"
 
