@@ -128,6 +128,11 @@ class MLflowSweep(Callback):
         self.state: dict[str, Any] | None = None
         self.heartbeat = None  # the parent run's, while the sweep runs (lenet5.liveness)
 
+    def __getstate__(self) -> dict:
+        # Launchers pickle the callbacks into their workers (joblib); the heartbeat's thread
+        # stays with the process that runs the sweep.
+        return {**self.__dict__, "heartbeat": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._open(config)
