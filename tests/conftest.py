@@ -86,6 +86,8 @@ def quick() -> list[str]:
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1",  # an epoch of the subset is 4 steps (chunks of 1024)
+        "mlflow.pictures=false",  # ~1 s a run; the tests of pictures and models turn them on
+        "mlflow.log_model=false",
     ]
 
 

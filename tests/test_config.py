@@ -6,7 +6,7 @@ from config_options import COMPANIONS, all_options
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from lenet5.cli import compose
+from lenet5.cli import compose, run
 from lenet5.config import ConfigError, validate
 from lenet5.sdlm import SDLM
 from lenet5.train import build_module
@@ -20,7 +20,10 @@ def test_the_groups_users_rely_on_exist():
         "model/connectivity": ["sparse", "full"],
         "model/head": ["rbf", "softmax"],
         "model": ["paper", "modern", "tutorial_tanh_avg", "tutorial_tanh_max"],
-        "data": ["mnist", "mnist_subset"],
+        "data": ["mnist", "mnist_subset", "fashion_mnist", "kmnist", "qmnist", "cifar10"],
+        "model/norm": ["none", "batch"],
+        "model/dropout": ["none", "p0.5"],
+        "experiment": ["modern_tricks", "one_at_a_time_datasets"],
         "optimizer": ["sgd", "sgd_momentum", "adam"],
     }.items():
         for name in names:
@@ -140,3 +143,43 @@ def test_gpu_asked_for_where_there_is_none_is_refused_before_training():
         validate(compose(["trainer.accelerator=gpu"]))
     assert "trainer.accelerator=gpu, but torch" in str(err.value)
     assert "sees no CUDA GPU here: use trainer.accelerator=cpu" in str(err.value)
+
+
+@pytest.mark.parametrize("typed", ["2026", "nan", "true", "null", "1e3", "1_000", "0x10", ".inf"])
+def test_names_are_the_text_typed_whatever_yaml_reads_it_as(typed):
+    cfg = compose([f"mlflow.experiment_name={typed}", f"study.name={typed}"])
+    validate(cfg)
+    assert cfg.mlflow.experiment_name == typed
+    assert cfg.study.name == (None if typed == "null" else typed)  # null: not a study
+
+
+def test_a_name_yaml_reads_as_a_number_in_a_file_is_refused_naming_the_key(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment/y2026.yaml").write_text(
+        "# @package _global_\nstudy:\n  name: 2026\n  factors: [activation]\n"
+        "  baseline: {activation: scaled_tanh}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        validate(compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=y2026"]))
+    assert str(err.value) == (
+        "study.name: YAML reads the name 2026 as int, not as text: quote it in the file that "
+        "sets it ('2026'), or set it on the command line"
+    )
+
+
+def test_a_run_named_2026_lands_in_the_experiment_named_2026(quick, new_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    run([*quick, *new_store(tmp_path, experiment="2026")])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (rec,) = client.search_runs([client.get_experiment_by_name("2026").experiment_id])
+    assert rec.info.status == "FINISHED"
+    assert rec.data.params["mlflow.experiment_name"] == "2026"
+
+
+def test_the_modern_switches_are_off_in_every_preset():
+    for preset in ("paper", "modern", "tutorial_tanh_avg", "tutorial_tanh_max"):
+        cfg = compose([f"model={preset}"])
+        choices = cfg.hydra.runtime.choices
+        assert (choices["model/norm"], choices["model/dropout"]) == ("none", "none")
+        assert cfg.model.norm is None and cfg.model.dropout is None

@@ -84,3 +84,16 @@ def test_full_mnist_loads(mnist_root):
     train_x, _, test_x, test_y = load_mnist(mnist_root, download=False)
     assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28)
     assert torch.bincount(test_y).tolist()[:2] == [980, 1135]
+
+
+def test_the_paper_map_is_the_one_every_earlier_run_used():
+    assert subset_module(normalize="paper").normalize == (1.275 / 255.0, -0.1)
+
+
+def test_standard_normalization_computed_on_mnist_is_the_familiar_one(mnist_root):
+    from lenet5.pixels import normalization
+
+    train_x, _, _, _ = load_mnist(mnist_root, download=False)
+    scale, shift = normalization("standard", train_x.unsqueeze(1))
+    mean, std = -shift / scale / 255, 1 / (scale * 255)  # in 0..1 units
+    assert (round(mean, 4), round(std, 4)) == (0.1307, 0.3081)

@@ -340,3 +340,42 @@ def test_report_waits_for_a_writer_holding_the_lock(client, uri, exp, tmp_path, 
     finally:
         thread.join()
     assert "sweep id: locked" in capsys.readouterr().out
+
+
+def test_report_prints_the_sweeps_link_and_registers_its_best_model(
+    client, uri, exp, tmp_path, capsys, monkeypatch
+):
+    import mlflow
+    import torch
+
+    from lenet5 import views
+
+    monkeypatch.delenv(views.UI_ENV, raising=False)
+    jobs = one_at_a_time_jobs(seeds=(0,))
+    pid = make_sweep(client, exp, "reg-1", "one_at_a_time", jobs)
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    assert report(uri, exp, tmp_path, "--no-log") == 0
+    out = capsys.readouterr().out
+    # No saved view in this store: the link opens the classic runs view all the same.
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning" in out
+    views.write_view(client, exp_id, "reg-1", "one_at_a_time", FACTORS)
+    assert report(uri, exp, tmp_path, "--no-log") == 0
+    assert f"&viewStateShareKey={views.view_key('reg-1')}" in capsys.readouterr().out
+    # --register: the lowest test error's model; a clear refusal while it has none.
+    assert report(uri, exp, tmp_path, "--no-log", "--register") == 2
+    err = capsys.readouterr().err
+    assert "has no logged model" in err and "softmax" in err  # the best: head=softmax
+    children = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{pid}'")
+    best = min(children, key=lambda r: r.data.metrics["test/error"])
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=best.info.run_id):
+        mlflow.pytorch.log_model(
+            torch.nn.Linear(4, 2),
+            name="model",
+            pip_requirements=["torch"],
+            serialization_format="pickle",
+        )
+    assert report(uri, exp, tmp_path, "--no-log", "--register", "best-lenet") == 0
+    assert "as model 'best-lenet' version 1" in capsys.readouterr().out
+    (version,) = client.search_model_versions("name = 'best-lenet'")
+    assert version.run_id == best.info.run_id

@@ -36,6 +36,10 @@ SHORT_JOB = [
     "+trainer.limit_train_batches=5",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    # Pictures and the model are tested per run (test_train.py) and in a browser after a real
+    # sweep (test_browser.py); here they would add ~0.5 s to each of some 25 jobs.
+    "mlflow.pictures=false",
+    "mlflow.log_model=false",
 ]
 # Two parallel workers of one thread each, on the machine's 2 cores.
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
@@ -198,6 +202,35 @@ def test_study_file_runs_scaled_down_from_the_shell(multirun, sweep_client):
         ]
     )
     assert all(c.data.tags["data"] == "mnist_subset" for c in children)
+    # Names say how a trial differs from the study's baseline; each is tagged a trial.
+    assert sorted(c.info.run_name for c in children) == sorted(
+        f"{d}\u00b7s0" for d in ("paper", "act=relu", "pool=max", "c3=full", "head=softmax")
+    )
+    assert {c.data.tags["lenet5.role"] for c in children} == {"trial"}
+    assert {c.data.params["pooling"] for c in children} == {"subsampling", "max"}
+    # The saved view: the UI's own experiment tag, scoped to this sweep's trials.
+    exp = sweep_client.get_experiment(parent.info.experiment_id)
+    views = {k: v for k, v in exp.tags.items() if k.startswith("mlflow.sharedViewState.")}
+    assert len(views) == 1
+    (key,) = (k.removeprefix("mlflow.sharedViewState.") for k in views)
+    state = json.loads(json.loads(next(iter(views.values())))["state"])
+    selected = sweep_client.search_runs([exp.experiment_id], state["searchFilter"])
+    assert {r.info.run_id for r in selected} == {c.info.run_id for c in children}
+    assert state["runsHiddenMode"] == "SHOW_ALL"
+    assert state["orderByKey"] == "metrics.`final/test_error`"
+    assert "params.`connectivity`" in state["selectedColumns"]
+    charts = {c["type"]: c for c in state["compareRunCharts"]}
+    assert charts["BAR"]["metricKey"] == "final/test_error"
+    assert charts["PARALLEL"]["selectedParams"] == ["activation", "pooling", "connectivity", "head"]
+    baseline = next(c for c in children if c.info.run_name == "paper\u00b7s0")
+    assert charts["DIFFERENCE"]["baselineColumnUuid"] == baseline.info.run_id
+    link = (
+        f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={key}"
+    )
+    assert output.count(link) == 2  # when the sweep starts, and when it ends
+    assert "Start here" in exp.tags["mlflow.note.content"]
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40  # MLflow's run context
 
 
 def test_new_study_and_new_option_by_files_alone(multirun, sweep_client, tmp_path):

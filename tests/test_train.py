@@ -26,10 +26,11 @@ def artifact_paths(client, run_id, path=None) -> set[str]:
 
 
 def test_run_is_recorded_with_params_tags_metrics_and_artifacts(quick, store, client, tmp_path):
-    error = run([*quick, *store, "seed=3"])
+    error = run([*quick, *store, "seed=3", "mlflow.pictures=true"])
     rec = only_run(client)
     assert rec.info.status == "FINISHED"
-    assert rec.info.run_name == "scaled_tanh-subsampling-sparse-rbf-adam-s3"
+    # The preset, the design choices the command line set, the seed.
+    assert rec.info.run_name == "paper\u00b7data=mnist_subset\u00b7s3"
     tags = rec.data.tags
     assert {t: tags[t] for t in DESIGN_TAGS} == {
         "activation": "scaled_tanh",
@@ -50,14 +51,70 @@ def test_run_is_recorded_with_params_tags_metrics_and_artifacts(quick, store, cl
     for key in ("train/loss", "val/loss", "val/acc", "test/acc", "test/error"):
         assert key in m
     assert m["test/error"] == pytest.approx(1 - m["test/acc"]) == pytest.approx(error)
-    class_acc = [m[f"test/acc_class_{k}"] for k in range(10)]
+    class_acc = [m[f"test_class/acc_{k}"] for k in range(10)]
     assert all(0 <= a <= 1 for a in class_acc)
     assert min(class_acc) <= m["test/acc"] <= max(class_acc)
-    assert {"config.yaml", "overrides.yaml", "checkpoints/best.ckpt"} <= artifact_paths(
-        client, rec.info.run_id
-    )
+    assert {
+        "config.yaml",
+        "overrides.yaml",
+        "checkpoints/best.ckpt",
+        "pictures/rbf_prototypes.png",  # the RBF head's fixed 7x12 bitmaps
+        "pictures/confusion_matrix.png",
+    } <= artifact_paths(client, rec.info.run_id)
     overrides = Path(rec.info.artifact_uri.removeprefix("file://"), "overrides.yaml").read_text()
     assert "seed=3" in overrides
+
+
+def test_run_carries_what_the_ui_shows(quick, store, client):
+    """Short params per design choice, final metrics once at step 0 (rounded), MLflow's own
+    context tags, a dirty-tree flag, dataset inputs, a description, a colour, the pictures
+    and a logged model that predicts."""
+    import numpy as np
+
+    extras = ["mlflow.pictures=true", "mlflow.log_model=true"]  # whatever `quick` says
+    error = run([*quick, *store, "model=modern", "model/pooling=avg", "seed=1", *extras])
+    rec = only_run(client)
+    assert rec.info.run_name == "modern\u00b7data=mnist_subset\u00b7pool=avg\u00b7s1"
+    params, tags, run_id = rec.data.params, rec.data.tags, rec.info.run_id
+    assert {k: params[k] for k in ("preset", "activation", "pooling", "head", "seed")} == {
+        "preset": "modern",
+        "activation": "relu",
+        "pooling": "avg",
+        "head": "softmax",
+        "seed": "1",
+    }
+    for key, value in (("final/test_error", error), ("final/test_acc", 1 - error)):
+        (point,) = client.get_metric_history(run_id, key)
+        assert point.step == 0 and point.value == pytest.approx(value, abs=1e-6)
+        assert point.value == round(point.value, 6)
+    (val,) = client.get_metric_history(run_id, "final/val_acc")
+    assert 0 < val.value <= 1 and val.step == 0
+    assert not any(k.startswith("test/acc_class") for k in rec.data.metrics)
+    # Context: MLflow's own tags (user, entry point, the checkout's commit), and ours.
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"].endswith(("pytest", "py"))
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["lenet5.git_dirty"] in ("true", "false")
+    assert tags["mlflow.runColor"] == "#29335c"
+    note = tags["mlflow.note.content"]
+    assert note.startswith("LeNet-5 (modern preset): relu activation, avg pooling")
+    assert "seed 1" in note and "\n" not in note.split(".")[0]
+    contexts = {i.tags[0].value: i.dataset for i in rec.inputs.dataset_inputs if i.tags}
+    assert set(contexts) == {"training", "validation", "test"}
+    assert all(d.name == "mnist_subset" and len(d.digest) == 8 for d in contexts.values())
+    assert '"features_shape": [1000, 1, 32, 32]' in contexts["test"].profile
+    pictures = {f.path for f in client.list_artifacts(run_id, "pictures")}
+    assert pictures == {
+        f"pictures/{n}.png"
+        for n in ("confusion_matrix", "misclassified", "learning_curves", "c1_filters")
+    }
+    # The logged model: the test's weights, a signature, loads and predicts a batch of 3.
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert model.metadata.signature is not None
+    assert model.predict(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 10)
 
 
 def test_rbf_centres_unchanged_by_training(quick, store, client):
@@ -117,3 +174,17 @@ def test_cli_runs_and_records(quick, tmp_path, lenet5_train):
     rec = only_run(MlflowClient(uri), "lenet5")
     assert rec.info.status == "FINISHED" and rec.data.tags["head"] == "softmax"
     assert rec.data.metrics["n_params"] == 61_706  # modern LeNet-5: full C3 + linear head
+
+
+@pytest.mark.slow
+def test_system_metrics_when_asked(quick, store, client):
+    """mlflow.system_metrics=true: MLflow's CPU and memory charts of the run (psutil, which
+    the dev extra installs), sampled every 2 s while a run of a few seconds trains."""
+    pytest.importorskip("psutil", reason="psutil: pip install -e .[system] (.ci/run installs it)")
+    run([*quick, *store, "trainer.max_epochs=8", "mlflow.system_metrics=true"])
+    rec = only_run(client)
+    assert rec.info.status == "FINISHED"
+    cpu = client.get_metric_history(rec.info.run_id, "system/cpu_utilization_percentage")
+    memory = client.get_metric_history(rec.info.run_id, "system/system_memory_usage_megabytes")
+    assert cpu and memory and all(0 <= m.value <= 100 * 64 for m in cpu)
+    assert all(m.value > 0 for m in memory)

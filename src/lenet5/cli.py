@@ -25,18 +25,23 @@ log = logging.getLogger("lenet5")
 
 
 def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
-    """What every entry point runs: resume or skip a job a relaunched sweep already
-    finished, else train; returns the test error."""
+    """What every entry point runs: `resume=`, or in a relaunched sweep skip a job that
+    FINISHED or continue one that was KILLED; else train. Returns the test error."""
     from lenet5 import sweep
     from lenet5.resume import resume_config
     from lenet5.train import train
 
+    into = Path(HydraConfig.get().runtime.output_dir) / "resumed_from"
     if cfg.resume:
-        into = Path(HydraConfig.get().runtime.output_dir) / "resumed_from"
         cfg = resume_config(cfg, overrides, into)
-    done = sweep.finished_twin_error(cfg)
-    if done is not None:
-        return done
+    else:
+        earlier = sweep.earlier_attempt(cfg, into)
+        if earlier is not None and earlier.error is not None:
+            return earlier.error
+        if earlier is not None:  # a KILLED job of this sweep: continue it, same run
+            with open_dict(cfg):
+                cfg.resume = earlier.resume
+            cfg = resume_config(cfg, [], into)
     return train(cfg, choices=choices, overrides=overrides)
 
 
@@ -85,3 +90,12 @@ def main(cfg: DictConfig) -> float:
         # with the reason, and the sweep's end reports it and exits non-zero.
         log.exception("job %s failed; the sweep goes on", hc.job.num)
         return float("nan")
+    except (KeyboardInterrupt, SystemExit):
+        if hc.mode == RunMode.MULTIRUN and os.environ.get("SUBMITIT_EXECUTOR"):
+            # A scheduler's task stopped (scancel, its time limit): its run is KILLED with its
+            # checkpoint. Returning lets submitit record the task as done; an exception that
+            # is not an Exception would leave the launcher waiting for a result forever where
+            # Slurm keeps no accounting. A relaunch of the sweep continues the run.
+            log.warning("job %s stopped by the scheduler; its run is KILLED", hc.job.num)
+            return float("nan")
+        raise

@@ -138,39 +138,120 @@ def check_hardware(trainer: DictConfig) -> None:
         )
 
 
-def _block(node: DictConfig, group: str):
-    """The class or factory a block's config names."""
-    from hydra.utils import get_object
+# Settings that are names, as MLflow shows them: the experiment, the study, and the tag names
+# and levels a study compares (tag values themselves are option names, which Hydra keeps as
+# text). null is study.name's default: not a study.
+NAME_KEYS = ("mlflow.experiment_name", "study.name", "study.factors", "study.baseline")
+NULL_MEANS_UNSET = ("study.name",)
 
-    try:
-        return get_object(node._target_)
-    except Exception as e:
-        raise ConfigError(f"{group}: cannot import _target_ {node._target_!r} ({e})") from e
+
+def _typed(overrides: list[str]) -> dict[str, str]:
+    """key -> the text typed after `=`, for each command-line override."""
+    typed = {}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if sep and not key.startswith("~"):
+            typed[key.lstrip("+")] = text
+    return typed
+
+
+def names_as_typed(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
+    """Put back, as the text the user typed, a name that YAML read as something else.
+
+    `mlflow.experiment_name=2026` reaches the config as the int 2026 (`nan` a float, `true` a
+    bool, `null` None), and MLflow then fails on it far from the cause. A name given on the
+    command line (`overrides`; by default the composition's own, `hydra.overrides.task`)
+    becomes its text exactly as typed; a name set in a file, whose text is gone by then, is
+    refused, naming the key and how to quote it. Returns `cfg`, changed in place.
+    """
+    from omegaconf import open_dict, read_write
+
+    if overrides is None:
+        hc = cfg.hydra if "hydra" in cfg else _registered_hydra()
+        overrides = list(hc.overrides.task) if hc is not None else []
+    typed = _typed(overrides)
+
+    def text_of(key: str, value: object) -> str | None:
+        if isinstance(value, str) or (value is None and key in NULL_MEANS_UNSET):
+            return None  # already text, or null where null means unset
+        text = typed.get(key)
+        if text is not None:
+            return str(value) if text.startswith("${") else text  # an interpolation: its value
+        kind = "null" if value is None else type(value).__name__
+        raise ConfigError(
+            f"{key}: YAML reads the name {value!r} as {kind}, not as text: quote it in the "
+            f"file that sets it ('{value}'), or set it on the command line"
+        )
+
+    with read_write(cfg), open_dict(cfg):
+        for key in NAME_KEYS:
+            node = OmegaConf.select(cfg, key)
+            if OmegaConf.is_dict(node) or OmegaConf.is_list(node):  # names inside: tag levels
+                is_dict = OmegaConf.is_dict(node)
+                for k, value in list(node.items() if is_dict else enumerate(node)):
+                    if is_dict and not isinstance(k, str):
+                        raise ConfigError(f"{key}: the tag name {k!r} is not text: quote it")
+                    text = text_of(f"{key}.{k}" if is_dict else f"{key}[{k}]", value)
+                    if text is not None:
+                        node[k] = text
+            elif (text := text_of(key, node)) is not None:
+                OmegaConf.update(cfg, key, text)
+    if not cfg.mlflow.experiment_name.strip():
+        raise ConfigError("mlflow.experiment_name is empty: name the experiment, e.g. lenet5")
+    return cfg
+
+
+def _registered_hydra() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for a config that cannot train; return None otherwise."""
+    """Raise ConfigError for a config that cannot train; return None otherwise. Names YAML
+    read as numbers, booleans or null are put back as the text typed (`names_as_typed`)."""
     if not CONF_DIR.is_dir():
         raise ConfigError(f"config folder {CONF_DIR} not found: install the project with pip -e")
+    names_as_typed(cfg)
     _number(cfg, "seed", Integral, 0)
     _number(cfg, "optimizer.lr", Real, 0, low_ok=False)
     _number(cfg, "data.batch_size", Integral, 1)
     _number(cfg, "data.eval_batch_size", Integral, 1)
     _number(cfg, "data.val_size", Integral, 0)
-    _number(cfg, "data.num_classes", Integral, 2)
+    if cfg.data.get("num_classes") is not None:  # null: all of the data's classes
+        _number(cfg, "data.num_classes", Integral, 2)
     _number(cfg, "data.channels", Integral, 1)
     _number(cfg, "trainer.max_epochs", Integral, 1)
     check_hardware(cfg.trainer)
     chunk_size(cfg)
     # The checks below are the blocks' own, so they load torch (a second or two).
+    from lenet5.blocks import check
     from lenet5.network import LeNet5
 
-    head, loss = _block(cfg.model.head, "model/head"), _block(cfg.model.loss, "model/loss")
+    blocks = check(cfg)  # every slot's target importable and of the kind the slot takes
+    head, loss, norm = blocks["model/head"], blocks["model/loss"], blocks["model/norm"]
     try:
         LeNet5.check(cfg.model.input_size)
-        if hasattr(head, "check"):
-            head.check(num_classes=cfg.model.num_classes, loss=loss)
         if hasattr(loss, "check"):
             loss.check(head=head)
+        if hasattr(norm, "check"):
+            norm.check(batch_size=cfg.data.batch_size)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if cfg.model.num_classes is not None:  # else known once the data is loaded
+        check_classes(cfg, cfg.model.num_classes)
+
+
+def check_classes(cfg: DictConfig, num_classes: int) -> None:
+    """Refuse a head that cannot serve the data's `num_classes` (the RBF head's 10 bitmaps),
+    by the head's own `check`; called before training, with the data's count where
+    `data.num_classes` is null."""
+    from lenet5.blocks import locate
+
+    head, loss = locate(cfg.model.head._target_), locate(cfg.model.loss._target_)
+    try:
+        if hasattr(head, "check"):
+            head.check(num_classes=num_classes, loss=loss)
+    except ValueError as e:
+        found = "" if cfg.data.get("num_classes") else f"the data has {num_classes} classes: "
+        raise ConfigError(found + str(e)) from e

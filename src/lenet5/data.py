@@ -1,8 +1,9 @@
-"""The digits as preloaded uint8 tensors, batched by indexing (`lenet5.sources` reads them).
+"""The images as preloaded uint8 tensors, batched by indexing (`lenet5.sources` reads them).
 
-The images are loaded once, padded to `size` x `size` (the paper centres the 28x28 digits
-in a 32x32 field, sec. III-A) and kept as uint8; each batch is gathered by index and
-normalized on the fly. This avoids the per-sample PIL transforms of the usual
+The images are loaded once, padded (or, with `fit: resize`, resized) to `size` x `size` (the
+paper centres the 28x28 digits in a 32x32 field, sec. III-A), turned grey or kept RGB as
+`channels` says, and kept as uint8; each batch is gathered by index and normalized on the
+fly, by an affine map computed once for the data (`normalization`). This avoids the per-sample PIL transforms of the usual
 `Dataset` + `DataLoader` path, which halve throughput for a network this small.
 
 Training data is served as *chunks* of `chunk_size` samples: one Lightning step per chunk,
@@ -26,15 +27,9 @@ from collections.abc import Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
+from lenet5.pixels import FITS, NORMALIZATIONS, fitted, grey_or_rgb, normalization
 from lenet5.sources import DataError, Splits
-
-# Paper: background -0.1, ink 1.175 (sec. III-A). Standard: the usual MNIST mean/std.
-NORMALIZATIONS = {
-    "paper": (1.275 / 255.0, -0.1),
-    "standard": (1.0 / (255.0 * 0.3081), -0.1307 / 0.3081),
-}
 
 
 class TensorBatches:
@@ -91,12 +86,14 @@ class TensorBatches:
 
 
 class DigitsDataModule(pl.LightningDataModule):
-    """Train / val / test splits of a digits source, as preloaded tensors.
+    """Train / val / test splits of an image source, as preloaded tensors.
 
     `source` returns (train images, train labels, test images, test labels) as uint8
-    28x28 and int64, read from `root` where given (`data.root`); the validation set is
-    carved from the training images with a fixed `split_seed`, the test set is the
-    source's own.
+    (N, H, W) or (N, C, H, W) and int64, read from `root` where given (`data.root`); the
+    validation set is carved from the training images with a fixed `split_seed`, the test set
+    is the source's own. `num_classes`: the first that many classes (None: all of the data's,
+    known once it is loaded). `fit`: `pad` centres smaller images in the `size` x `size` field
+    (the paper's way), `resize` scales them to it.
 
     A training step receives `chunk_size` samples (default: one batch); the module makes
     one update per `batch_size` of them. `augment` distorts the training images only.
@@ -112,17 +109,17 @@ class DigitsDataModule(pl.LightningDataModule):
         normalize: str = "paper",
         size: int = 32,
         channels: int = 1,
-        num_classes: int = 10,
+        num_classes: int | None = 10,
         split_seed: int = 0,
         seed: int = 0,
         chunk_size: int | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        fit: str = "pad",
     ):
         super().__init__()
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(
-                f"data.normalize={normalize!r}: choose one of {sorted(NORMALIZATIONS)}"
-            )
+        for key, value, valid in (("normalize", normalize, NORMALIZATIONS), ("fit", fit, FITS)):
+            if value not in valid:
+                raise ValueError(f"data.{key}={value!r}: choose one of {', '.join(valid)}")
         # Samples per training step; more than batch_size means several updates per step.
         chunk_size = chunk_size or batch_size
         if chunk_size % batch_size:
@@ -132,22 +129,34 @@ class DigitsDataModule(pl.LightningDataModule):
         self.source, self.root, self.val_size = source, root, val_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.chunk_size, self.augment = chunk_size, augment
-        self.normalize = NORMALIZATIONS[normalize]
+        self.normalization, self.fit = normalize, fit
+        self.normalize: tuple | None = None  # (scale, shift), computed for the data by setup()
         self.size, self.channels, self.num_classes = size, channels, num_classes
         self.split_seed, self.seed = split_seed, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def _prepare(self, images: torch.Tensor, labels: torch.Tensor):
-        keep = labels < self.num_classes  # num_classes < 10 keeps the digits 0..num_classes-1
-        if not bool(keep.all()):  # no copy when every digit is kept: a 47 MB peak for MNIST
-            images, labels = images[keep], labels[keep]
-        pad = self.size - images.shape[-1]
-        if pad < 0:
+    def _classes(self, train_y: torch.Tensor, test_y: torch.Tensor) -> None:
+        """Settle `num_classes` against the data's labels 0..K-1: all K where it is None."""
+        if min(int(train_y.min()), int(test_y.min())) < 0:
+            raise DataError("the data has negative labels: labels must be classes 0..K-1")
+        found = max(int(train_y.max()), int(test_y.max())) + 1
+        if self.num_classes is None:
+            self.num_classes = found
+        elif self.num_classes > found:
             raise DataError(
-                f"data.size={self.size} is smaller than the {images.shape[-1]}px digits"
+                f"data.num_classes={self.num_classes}, but the data's labels are 0..{found - 1} "
+                f"({found} classes): set data.num_classes=null (all of them) or at most {found} "
+                "(the first ones)"
             )
-        images = F.pad(images, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-        return images.unsqueeze(1).contiguous(), labels.contiguous()
+
+    def _prepare(self, images: torch.Tensor, labels: torch.Tensor, train: bool = False):
+        keep = labels < self.num_classes  # fewer classes keeps the classes 0..num_classes-1
+        if not bool(keep.all()):  # no copy when every image is kept: a 47 MB peak for MNIST
+            images, labels = images[keep], labels[keep]
+        images = grey_or_rgb(images if images.dim() == 4 else images.unsqueeze(1), self.channels)
+        if train:  # computed on the training images as stored, before padding
+            self.normalize = normalization(self.normalization, images)
+        return fitted(images, self.size, self.fit).contiguous(), labels.contiguous()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:  # loaded once, shared by fit and test
@@ -157,11 +166,15 @@ class DigitsDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and self.splits["train"][0].device != device:
             self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+            self.normalize = tuple(
+                v.to(device) if isinstance(v, torch.Tensor) else v for v in self.normalize
+            )
 
     def _load(self) -> None:
         splits = self.source() if self.root is None else self.source(root=self.root)
         train_x, train_y, test_x, test_y = splits
-        train_x, train_y = self._prepare(train_x, train_y)
+        self._classes(train_y, test_y)
+        train_x, train_y = self._prepare(train_x, train_y, train=True)
         if not 0 <= self.val_size < len(train_y):
             raise DataError(
                 f"data.val_size={self.val_size} leaves no training data: the training split "

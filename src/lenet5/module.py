@@ -29,12 +29,14 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 # What manual_backward and LightningOptimizer.step run besides backward() and step().
 PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 # LightningOptimizer's step counting around the plain optimizer's step (private API).
 STEP_COUNTERS = ("_on_before_step", "_on_after_step")
+# Test digits the network got wrong, kept (image, predicted, true) for a picture of them.
+KEEP_MISCLASSIFIED = 36
 
 
 class LeNet5Module(pl.LightningModule):
@@ -58,6 +60,10 @@ class LeNet5Module(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_class_acc = MulticlassAccuracy(num_classes, average=None)
+        # What the run's pictures show (lenet5.pictures): filled by each test.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion: torch.Tensor | None = None  # (true, predicted) counts
+        self.misclassified: list[tuple[torch.Tensor, int, int]] = []
         self.plain_updates = False  # set per fit in on_train_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,14 +161,26 @@ class LeNet5Module(pl.LightningModule):
         self.log("test/loss", self.loss(scores, y))
         self.test_acc.update(scores, y)
         self.test_class_acc.update(scores, y)
+        self.test_confusion.update(scores, y)
+        room = KEEP_MISCLASSIFIED - len(self.misclassified)
+        if room > 0:
+            predicted = scores.argmax(1)
+            wrong = (predicted != y).nonzero().flatten()[:room].tolist()
+            self.misclassified += [(x[i].cpu(), int(predicted[i]), int(y[i])) for i in wrong]
 
     def on_test_epoch_end(self):
         acc = self.test_acc.compute()
         self.log_dict({"test/acc": acc, "test/error": 1.0 - acc})
+        # Under their own prefix: a chart section apart from the headline metrics.
         for k, class_acc in enumerate(self.test_class_acc.compute()):
-            self.log(f"test/acc_class_{k}", class_acc)
+            self.log(f"test_class/acc_{k}", class_acc)
+        self.confusion = self.test_confusion.compute().cpu()
         self.test_acc.reset()
         self.test_class_acc.reset()
+        self.test_confusion.reset()
+
+    def on_test_epoch_start(self):
+        self.misclassified = []
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

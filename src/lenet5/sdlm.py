@@ -32,6 +32,7 @@ layer that is linear in its input and in its weights, whatever its weight sharin
 | RBFHead + MLELoss (eq. 8)            | 2 (E = sum_j (x_j - w_Dj)^2 per sample, exact)         | (centres are fixed)                    |
 | RBFHead + MAPLoss (eq. 9)            | exact diagonal: 2 p_0 + sum_i p_i d_ij^2 - (sum_i p_i d_ij)^2 | (centres are fixed)             |
 | nn.Linear head + CrossEntropyLoss    | p (1 - p) at the logits (exact diagonal), then as nn.Linear | as nn.Linear                      |
+| a block with `curvature(x, h)`       | its own row (lenet5.modern: BatchNorm (gamma/sigma)^2 h, Dropout h/(1-p)) | its own row         |
 
 For the MAP loss, y_i = sum_j (x_j - w_ij)^2, d_ij = dy_i/dx_j = 2 (x_j - w_ij), p_i the
 softmax of -y with the rubbish class and p_0 the rubbish class's share: the first term is the
@@ -158,7 +159,11 @@ def _backprop(layer: nn.Module, x, h) -> tuple[torch.Tensor, Curvature]:
     The project's one dispatch on layer types: the recurrence is a property of the layer's
     algebra (linear in weights and input, elementwise, a max), most rows are torch's own
     classes that cannot carry a method, and keeping the whole table in one place is what
-    lets it be checked against the paper's loops (tests/test_sdlm.py)."""
+    lets it be checked against the paper's loops (tests/test_sdlm.py). A block that is not in
+    the paper carries its own row, `curvature(x, h)` (lenet5.modern: batch norm, dropout)."""
+    own_row = getattr(layer, "curvature", None)
+    if callable(own_row):
+        return own_row(x, h)
     if isinstance(layer, (nn.Linear, nn.Conv2d, SparseConv2d)):
         return _squared_vjp(layer, x, h)
     if isinstance(layer, TrainableSubsampling):

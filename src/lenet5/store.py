@@ -35,12 +35,12 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
-def schema_version(db: Path) -> str | None:
+def schema_version(db: Path, wait_s: float = 5.0) -> str | None:
     """The store's schema revision (alembic), read-only; None where it has no schema yet."""
     import sqlite3
 
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=wait_s) as con:
             (version,) = con.execute("select version_num from alembic_version").fetchone()
     except (sqlite3.Error, TypeError):
         return None
@@ -97,7 +97,7 @@ def check_store(db: Path, write: bool = True) -> str | None:
                 "nothing was written to it. Restore it from your backup (README: Back up the "
                 "store), or point mlflow.tracking_uri=... at another store"
             )
-    version = schema_version(db)
+    version = schema_version(db, min(5.0, LOCK_WAIT_S))  # a locked store: named below
     if version is not None and version not in _revisions()[1]:
         raise StoreError(
             f"the MLflow store {db} has schema revision {version}, which MLflow "
@@ -169,7 +169,7 @@ def unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
     """Refuse, in seconds, a tracking server that does not answer (MLflow's own client would
-    retry for minutes)."""
+    retry for minutes), or that does not take this user's credentials."""
     reason = unreachable(tracking_uri, timeout)
     if reason is not None:
         raise StoreError(
@@ -177,20 +177,50 @@ def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
             "point mlflow.tracking_uri=... at a server that runs (or at a local "
             "sqlite:/// store)"
         )
+    check_login(tracking_uri, timeout)
+
+
+def check_login(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Refuse a server that answers 401/403 to one read with the credentials MLflow's client
+    would send: MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN, from the
+    environment only (never a config file, so no secret reaches a run's records)."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(tracking_uri)
+    response = http_request(
+        creds,
+        "/api/2.0/mlflow/experiments/search",
+        "GET",
+        params={"max_results": 1},
+        max_retries=0,
+        timeout=int(timeout),
+    )
+    if response.status_code in (401, 403):
+        given = (
+            "the credentials given were refused"
+            if creds.username or creds.token
+            else ("it needs a login and none was given")
+        )
+        raise StoreError(
+            f"the MLflow tracking server {tracking_uri} answered HTTP {response.status_code}: "
+            f"{given}. Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) in the environment to an account on that server"
+        )
 
 
 def bound_http_retries(mlflow_cfg) -> None:
     """Bound how long MLflow's client retries a tracking server that does not answer (by
     default about 4 minutes per request): `mlflow.http_retries` retries with backoff 4, 8,
-    16, ... s, `mlflow.http_timeout_s` per request. MLflow's own variables, where the user
-    set them, win."""
-    for var, value in (
-        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", mlflow_cfg.get("http_retries")),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", mlflow_cfg.get("http_timeout_s")),
-    ):
-        if value is not None:
-            os.environ.setdefault(var, str(value))
+    16, ... s, `mlflow.http_timeout_s` per request. They set MLflow's own variables
+    (MLFLOW_HTTP_REQUEST_*), which a process started from this one inherits; null leaves a
+    variable as the environment has it."""
+    retries, timeout = mlflow_cfg.get("http_retries"), mlflow_cfg.get("http_timeout_s")
+    if retries is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "2"
+    if timeout is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
 
 
 def client_for(tracking_uri: str, write: bool = True):

@@ -17,6 +17,7 @@ import os
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +51,34 @@ def child_tags(info: dict | None) -> dict[str, str]:
         "mlflow.parentRunId": info["parent_run_id"],
         "lenet5.sweep_id": info["sweep_id"],
         "lenet5.study": info["study"],
+        "lenet5.role": "trial",  # with lenet5.sweep_id, a filter that selects the trials only
     }
 
 
-def finished_twin_error(cfg: DictConfig) -> float | None:
-    """In a relaunched sweep: the test error of a FINISHED child that already ran this exact
-    config, else None (the job must run).
+@dataclass(frozen=True)
+class Earlier:
+    """What a relaunched sweep already has of a job: a FINISHED run's test error (skip the
+    job), or a KILLED run to continue from its last checkpoint."""
 
-    Earlier FAILED or KILLED attempts at it are tagged superseded: they stay in the store
-    (nothing is deleted) but no longer count against the sweep.
+    error: float | None = None
+    resume: str | None = None
+
+
+def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
+    """In a relaunched sweep: the earlier run of this exact config (same sweep, same config
+    hash) that the job should skip or continue, else None (the job runs afresh).
+
+    A KILLED run with a checkpoint (Ctrl-C, SIGTERM, a scheduler's time limit or `scancel`)
+    is continued in the same MLflow run. Other earlier attempts (FAILED, or stopped before
+    their first checkpoint) are tagged superseded: they stay in the store (nothing is
+    deleted) but no longer count against the sweep. `into`: where a checkpoint kept only by
+    the tracking server is downloaded.
     """
     info = current()
     if not (info and info.get("resumed")):
         return None
+    from lenet5.resume import last_checkpoint
+    from lenet5.store import StoreError
     from lenet5.tracking import client_for, config_hash
 
     client = client_for(info["tracking_uri"])
@@ -70,11 +86,20 @@ def finished_twin_error(cfg: DictConfig) -> float | None:
         [info["experiment_id"]],
         f"tags.`lenet5.sweep_id` = '{info['sweep_id']}' and "
         f"tags.`lenet5.config_hash` = '{config_hash(cfg)}'",
+        order_by=["attributes.start_time DESC"],
     )
     finished = [r for r in twins if r.info.status == "FINISHED"]
     if finished:
         log.info("skipping: run %s already FINISHED this job", finished[0].info.run_id)
-        return finished[0].data.metrics["test/error"]
+        return Earlier(error=finished[0].data.metrics["test/error"])
+    for run in twins:
+        if run.info.status == "KILLED" and run.data.tags.get("lenet5.superseded") != "true":
+            try:
+                last_checkpoint(client, run, into)
+            except StoreError:
+                continue  # no checkpoint: it runs again from the start
+            log.info("continuing run %s from its last checkpoint", run.info.run_id)
+            return Earlier(resume=run.info.run_id)
     for run in twins:
         client.set_tag(run.info.run_id, "lenet5.superseded", "true")
     return None
@@ -141,9 +166,11 @@ class MLflowSweep(Callback):
 
     def _open(self, cfg: DictConfig) -> None:
         from lenet5 import liveness
+        from lenet5.config import names_as_typed
         from lenet5.store import bound_http_retries
         from lenet5.tracking import client_for, ensure_experiment
 
+        names_as_typed(cfg)  # mlflow.experiment_name=2026: the experiment "2026", not the int
         bound_http_retries(cfg.mlflow)
         client = client_for(cfg.mlflow.tracking_uri)
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
@@ -162,6 +189,7 @@ class MLflowSweep(Callback):
             client.update_run(run_id, status="RUNNING")
             liveness.claim(client, run_id)
             self._publish(client, run_id, sweep_id, study, exp_id, cfg, expected, resumed=True)
+            self._view(client, cfg, describe=False)
             log.info("sweep %s resumed: FINISHED jobs are skipped (parent %s)", sweep_id, run_id)
             return
         sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -175,7 +203,9 @@ class MLflowSweep(Callback):
             "lenet5.expected_runs": str(expected),
             **liveness.here(),
         }
-        parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=tags)
+        from lenet5.runinfo import context_tags
+
+        parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=context_tags(tags))
         run_id = parent.info.run_id
         with tempfile.TemporaryDirectory() as tmp:
             overrides = list(cfg.hydra.overrides.task)
@@ -188,6 +218,16 @@ class MLflowSweep(Callback):
             client.log_artifacts(run_id, tmp)
         self._publish(client, run_id, sweep_id, study, exp_id, cfg, expected, resumed=False)
         log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, expected, run_id)
+        self._view(client, cfg, describe=True)
+
+    def _view(self, client, cfg: DictConfig, describe: bool) -> None:
+        """Save the sweep's view of the experiment and print its link (lenet5.views)."""
+        from lenet5 import views
+
+        assert self.state is not None
+        self.state["view_factors"] = views.factors_of(cfg)  # kept for the update at the end
+        self.state["baseline"] = OmegaConf.to_container(cfg.study.baseline) or {}
+        views.publish(client, self.state, describe=describe)
 
     def _publish(self, client, run_id, sweep_id, study, exp_id, cfg, expected, resumed) -> None:
         """Hand the parent to the jobs (the launcher's workers inherit the environment)."""
@@ -248,6 +288,10 @@ class MLflowSweep(Callback):
         for key, value in (("children_finished", finished), ("children_failed", failed)):
             client.log_metric(run_id, key, value)
         client.log_metric(run_id, "children_missing", missing)
+        if "view_factors" in state:  # the view again, with the baseline run for its difference
+            from lenet5 import views
+
+            views.publish(client, state, final=True)
         if status is None:
             status = "FINISHED" if finished == state["expected"] else "FAILED"
         client.set_terminated(run_id, status)

@@ -45,8 +45,9 @@ CHOICE_TAGS = {
     "data": "data",
     "augment": "augment",
     "recipe": "recipe",
+    "model/norm": "norm",
+    "model/dropout": "dropout",
 }
-RUN_NAME_PARTS = ("activation", "pooling", "connectivity", "head", "optimizer")
 
 
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
@@ -72,6 +73,21 @@ def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
         return client.create_experiment(name, artifact_location=location)
 
 
+def recordable(cfg: DictConfig) -> dict:
+    """The resolved config as it may be recorded (params, config.yaml): a password written
+    into the tracking URI (http://user:secret@host) is masked. Credentials belong in the
+    environment (MLFLOW_TRACKING_USERNAME/PASSWORD), which no run records."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    uri = str(plain.get("mlflow", {}).get("tracking_uri", ""))
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        plain["mlflow"]["tracking_uri"] = urlunsplit(parts._replace(netloc=netloc))
+    return plain
+
+
 def flatten(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as dotted keys -> strings, the form MLflow params take."""
     out: dict[str, str] = {}
@@ -83,7 +99,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
         else:
             out[prefix] = str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(recordable(cfg), "")
     return out
 
 
@@ -93,21 +109,33 @@ def tags_for(choices: dict[str, str | None], seed: int) -> dict[str, str]:
     return tags
 
 
-def run_name(tags: dict[str, str]) -> str:
-    parts = [tags[p] for p in RUN_NAME_PARTS if p in tags]
-    return "-".join([*parts, f"s{tags['seed']}"])
+def command_overrides() -> list[str]:
+    """The command line's overrides of the job being run (none outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
 
 
 def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None = None):
-    """Create the run with its tags and the whole resolved config as params."""
+    """Create the run with its tags (design choices, MLflow's run context, name, colour,
+    description: `lenet5.runinfo`), each design choice as a short param and the whole
+    resolved config as params."""
     from mlflow.entities import Param
+
+    from lenet5 import runinfo
 
     client = client_for(cfg.mlflow.tracking_uri)
     try:
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
         tags = {**tags_for(choices, cfg.seed), **(extra_tags or {})}
         tags["lenet5.config_hash"] = config_hash(cfg)
-        run = client.create_run(exp_id, run_name=run_name(tags), tags=tags)
+        ui = runinfo.ui_tags(cfg, tags, command_overrides(), CHOICE_TAGS)
+        name = ui.pop("run_name")
+        tags = runinfo.context_tags({**ui, **tags})
+        run = client.create_run(exp_id, run_name=name, tags=tags)
     except StoreError:
         raise
     except Exception as e:
@@ -115,7 +143,9 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
             f"cannot open or write the MLflow store {cfg.mlflow.tracking_uri}: {e}. Point "
             "mlflow.tracking_uri=... (or MLFLOW_TRACKING_URI) at a writable location."
         ) from e
-    params = [Param(k, v) for k, v in flatten(cfg).items()]
+    # A short param per design choice (activation=relu): what the UI's charts can use.
+    flat = {**flatten(cfg), **runinfo.factor_params(tags, CHOICE_TAGS)}
+    params = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[i : i + 100])
     return client, run
@@ -186,7 +216,7 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from lenet5 import liveness, resume, sweep
+    from lenet5 import liveness, resume, runinfo, sweep
     from lenet5.faults import interrupt_on_signals
 
     interrupt_on_signals()
@@ -210,10 +240,13 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
             client.set_tag(run_id, resume.CHECKPOINT_DIR, str(checkpoints))
         if resume_from is None:
             with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(recordable(cfg)))
                 Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
                 client.log_artifacts(run_id, tmp)
-        with liveness.Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)):
+        with (
+            liveness.Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)),
+            runinfo.system_metrics(cfg, run_id),
+        ):
             yield TrackedRun(
                 client,
                 run_id,

@@ -13,25 +13,35 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lenet5.config import chunk_size, validate
+from lenet5.config import ConfigError, check_classes, chunk_size, validate
 
 log = logging.getLogger("lenet5")
 
+# The network's blocks (lenet5.blocks.SLOTS), by their key in `model`.
+LAYERS = ("activation", "pooling", "connectivity", "head", "norm", "dropout")
 
-def build_model(model_cfg: DictConfig):
-    """The LeNet-5 network of a `model` config, initialized as it says."""
+
+def build_model(model_cfg: DictConfig, num_classes: int | None = None):
+    """The LeNet-5 network of a `model` config, initialized as it says. `num_classes`: the
+    data's, where `data.num_classes` is null (all of the data's classes)."""
+    from lenet5.blocks import factory
     from lenet5.network import LeNet5
 
+    num_classes = num_classes or model_cfg.num_classes
+    if num_classes is None:
+        raise ConfigError(
+            "model.num_classes is null (data.num_classes=null: all of the data's classes), "
+            "known once the data is loaded: build the model with the data's num_classes"
+        )
     net = LeNet5(
-        activation=instantiate(model_cfg.activation),
-        pooling=instantiate(model_cfg.pooling),
-        connectivity=instantiate(model_cfg.connectivity),
-        head=instantiate(model_cfg.head),
+        **{g: factory(model_cfg.get(g), f"model/{g}") for g in LAYERS},
         in_channels=model_cfg.in_channels,
         input_size=model_cfg.input_size,
-        num_classes=model_cfg.num_classes,
+        num_classes=num_classes,
     )
-    return instantiate(model_cfg.init)(net)
+    net.check_forward()  # a block that does not fit its place, refused before any run opens
+    initialized = factory(model_cfg.init, "model/init")(net)
+    return net if initialized is None else initialized
 
 
 def build_datamodule(cfg: DictConfig):
@@ -42,15 +52,18 @@ def build_datamodule(cfg: DictConfig):
 def build_module(cfg: DictConfig, datamodule=None):
     """The LightningModule; several updates per step where a step gets several batches.
     `datamodule` supplies the samples an optimizer with a curvature estimate (SDLM) uses."""
+    from lenet5.blocks import factory
     from lenet5.module import LeNet5Module
 
     chunk, batch = chunk_size(cfg), cfg.data.batch_size
+    # The data's class count where the data is loaded (data.num_classes=null: all of them).
+    num_classes = getattr(datamodule, "num_classes", None) or cfg.model.num_classes
     return LeNet5Module(
-        model=build_model(cfg.model),
-        loss=instantiate(cfg.model.loss),
+        model=build_model(cfg.model, num_classes),
+        loss=factory(cfg.model.loss, "model/loss")(),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        num_classes=cfg.model.num_classes,
+        num_classes=num_classes,
         update_size=batch if chunk > batch else None,
         curvature_sample=datamodule.train_sample if datamodule is not None else None,
     )
@@ -96,6 +109,7 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         datamodule.setup()
+        check_classes(cfg, datamodule.num_classes)  # the data's count, where it is null
         module = build_module(cfg, datamodule)
     with tracked_run(cfg, choices, overrides) as run:
         if run.resume_from is None:
@@ -115,5 +129,8 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
             ckpt_path="best" if use_best else None,
             verbose=current() is None,  # a table per job would bury a sweep's progress lines
         )
+        from lenet5.results import record
+
+        record(run, cfg, trainer, module, datamodule, result)  # final metrics, pictures, model
     log.info("test error %.4f (run %s)", result["test/error"], run.run_id)
     return result["test/error"]

@@ -6,6 +6,7 @@
     lenet5-report --watch 30             # follow a running sweep, report when it ends
     lenet5-report --stale                # RUNNING runs whose process is gone
     lenet5-report --reap                 # ... ended KILLED, so they can be resumed
+    lenet5-report --register             # register the best run's model (lenet5-<study>)
 
 Writes report.md, report.csv and report.png, logs them (unless --no-log) as artifacts of
 the sweep's parent run, leaving its status, tags and metrics as they are, and prints the
@@ -75,6 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default {STALE_AFTER_S:.0f}); on this host its pid is checked",
     )
     p.add_argument(
+        "--register",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        help="register the sweep's best model (lowest final test error) in the Model Registry "
+        "as NAME (default lenet5-<study>)",
+    )
+    p.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -128,7 +137,54 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(f.name for f in files)} to {out}")
     if logged:
         print(logged, file=sys.stderr if status else sys.stdout)
+    print(links(uri, exp, info))
+    if args.register is not None:
+        try:
+            print(register(client, info, args.register or f"lenet5-{info.study}"))
+        except ReportError as e:
+            print(f"lenet5-report: {e}", file=sys.stderr)
+            return 2
     return status
+
+
+def links(uri: str, exp, info) -> str:
+    """Where the sweep opens in the MLflow UI (its saved view, the classic runs view)."""
+    from lenet5 import views
+
+    base = views.ui_base(uri)
+    key = views.view_key(info.sweep_id)
+    saved = views.TAG_PREFIX + key in (exp.tags or {})
+    link = views.runs_link(base, exp.experiment_id, key if saved else None)
+    out = f"in the MLflow UI: {link}"
+    command = views.ui_command(uri)
+    return out + (f"\n  (serve it with: {command})" if command else "")
+
+
+def register(client, info, name: str) -> str:
+    """Register the sweep's best FINISHED trial's model (lowest final test error) as `name`."""
+    import mlflow
+
+    from lenet5.predict import MODEL_NAME
+
+    done = [r for r in info.children if r.status == "FINISHED" and r.error is not None]
+    if not done:
+        raise ReportError(f"sweep {info.sweep_id} has no FINISHED run to register")
+    best = min(done, key=lambda r: r.error)
+    models = client.search_logged_models(
+        experiment_ids=[client.get_run(best.run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{best.run_id}' and name = '{MODEL_NAME}'",
+    )
+    if not models:
+        raise ReportError(
+            f"run {best.run_id} ({best.name}) has no logged model: it was trained with "
+            "mlflow.log_model=false or before lenet5 logged models"
+        )
+    mlflow.set_tracking_uri(info.tracking_uri)
+    version = retry(mlflow.register_model, models[0].model_uri, name)
+    return (
+        f"registered run {best.run_id} ({best.name}, test error {100 * best.error:.2f}%) as "
+        f"model {name!r} version {version.version}; lenet5-predict FILE --model {name}"
+    )
 
 
 def orphans(client, exp, stale, reaping: bool) -> int:

@@ -165,7 +165,7 @@ def write_csv(path: Path, info: SweepInfo, rows: list[Row]) -> None:
             )
 
 
-def write_chart(path: Path, info: SweepInfo, rows: list[Row]) -> None:
+def write_chart(path: Path, info: SweepInfo, rows: list[Row]):
     """Mean test error per level, one panel per section x factor, bars = 95% CI of the mean."""
     # Figure without pyplot: the Agg canvas, no global backend state, no display needed.
     from matplotlib.figure import Figure
@@ -173,21 +173,30 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row]) -> None:
     blocks = list(_blocks(rows))
     sections = list(dict.fromkeys(s for s, _, _ in blocks)) or ["simple"]
     factors = info.factors
-    fig = Figure(figsize=(3.2 * max(1, len(factors)), 3.4 * len(sections)), layout="constrained")
+    # At least 6.4 in wide (the title's two lines fit whatever the number of factors), and
+    # at most 5 panels a row (more factors wrap onto further rows).
+    cols = min(max(1, len(factors)), 5)
+    panel_rows = -(-max(1, len(factors)) // cols)
+    fig = Figure(
+        figsize=(max(6.4, 3.2 * cols), 3.4 * len(sections) * panel_rows + 0.5),
+        layout="constrained",
+    )
     # A shared y axis per section makes the factors' effects comparable at a glance.
-    axes = fig.subplots(len(sections), max(1, len(factors)), squeeze=False, sharey="row")
-    for ax in axes.flat:
+    grid = fig.subplots(len(sections) * panel_rows, cols, squeeze=False, sharey="all")
+    for ax in grid.flat:
         ax.set_axis_off()
     for section, factor, block in blocks:
-        ax = axes[sections.index(section)][factors.index(factor)]
+        i = factors.index(factor)
+        ax = grid[sections.index(section) * panel_rows + i // cols][i % cols]
         ax.set_axis_on()
         shown = [r for r in block if r.mean is not None]
         x = range(len(shown))
         for i, r in zip(x, shown, strict=True):
+            half = r.ci_half or 0
             ax.errorbar(
                 i,
                 r.mean,
-                yerr=r.ci_half or 0,
+                yerr=[[min(half, r.mean)], [half]],  # an error rate is never below 0%
                 fmt="o",
                 capsize=4,
                 color="tab:red" if r.is_baseline else "tab:blue",
@@ -202,14 +211,16 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row]) -> None:
         )
         ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
         ax.set_title(f"{factor} ({section})", fontsize=10)
-        if factors.index(factor) == 0:
+        ax.set_ylim(bottom=0)
+        if factors.index(factor) % cols == 0:
             ax.set_ylabel("test error (%)")
         ax.grid(axis="y", alpha=0.3)
         if not shown:
             ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(
-        f"{info.study} / {info.sweep_id}: mean test error, bars = 95% CI of the mean "
-        "(red = baseline)",
+        f"study {info.study}\nsweep {info.sweep_id}\nmean test error; bars: 95% CI of the "
+        "mean (clipped at 0); red: baseline",
         fontsize=10,
     )
     fig.savefig(path, dpi=110)
+    return fig

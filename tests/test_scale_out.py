@@ -1,0 +1,186 @@
+"""Past one machine, against the real engines: a study as a Slurm job array, logging to an
+`mlflow server` on PostgreSQL with artifacts uploaded through it; a job cancelled by the
+scheduler continues on relaunch; many clients on one server lose nothing."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from services import mlflow_server, postgres, slurm_cluster
+from test_reliability import LENET5_TRAIN, independent_runs_on_a_fresh_store
+from test_sweep import SHORT_JOB
+
+pytestmark = pytest.mark.slow
+
+SLURM_JOB = ["hydra/launcher=slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1"]
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory):
+    """A team tracking server: `mlflow server` on PostgreSQL, serving artifacts."""
+    folder = tmp_path_factory.mktemp("team")
+    with postgres() as backend, mlflow_server(backend, folder / "artifacts") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def sweep(env, uri: str, experiment: str, folder: Path, *overrides: str, wait=True):
+    command = [
+        LENET5_TRAIN,
+        "-m",
+        *SLURM_JOB,
+        *overrides,
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.experiment_name={experiment}",
+        f"hydra.sweep.dir={folder}",
+    ]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if not wait:
+        return proc
+    out = proc.communicate(timeout=1200)[0]
+    return proc.returncode, out
+
+
+def records(uri: str, experiment: str):
+    """(parent, children) of the experiment's one sweep, read through the server's REST API."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("lenet5.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children
+
+
+def test_a_study_runs_as_a_slurm_array_logging_to_a_team_server(slurm, team_server, tmp_path):
+    start = time.monotonic()
+    rc, out = sweep(
+        slurm,
+        team_server.uri,
+        "team",
+        tmp_path / "multirun",
+        *SHORT_JOB,
+        "model/activation=relu,tanh",
+        "model/pooling=max,avg",
+    )
+    wall = time.monotonic() - start
+    assert rc == 0, out[-4000:]
+    client, parent, children = records(team_server.uri, "team")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["children_finished"] == 4
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    grid = {(c.data.tags["activation"], c.data.tags["pooling"]) for c in children}
+    assert grid == {(a, p) for a in ("relu", "tanh") for p in ("max", "avg")}
+    for child in children:
+        assert child.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server
+        names = {f.path for f in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "checkpoints"} <= names
+        uploaded = {f.path for f in client.list_artifacts(child.info.run_id, "checkpoints")}
+        assert "checkpoints/last.ckpt" in uploaded
+    # The submitit array: one task folder per job, each run as a Slurm task.
+    assert len(list((tmp_path / "multirun/.submitit").glob("*_[0-3]"))) == 4
+    print(f"4-job Slurm study logging to the PostgreSQL-backed server: {wall:.0f} s wall")
+
+
+def slurm_tasks(env) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
+    slurm, team_server, tmp_path
+):
+    job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
+    job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
+    args = (slurm, team_server.uri, "cancel", tmp_path / "multirun", *job, "seed=0,1")
+    proc = sweep(*args, wait=False)
+    checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
+    deadline = time.time() + 900
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, "no checkpoint after 900 s"
+        time.sleep(0.2)
+    (task,) = [t for t in slurm_tasks(slurm) if t.endswith("_0")]
+    subprocess.run(["scancel", task], env=slurm, check=True)  # SIGTERM to the task
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode != 0, out[-4000:]  # the sweep reports the cancelled job
+    while slurm_tasks(slurm):  # job 1 goes on by itself; let it end
+        assert time.time() < deadline, "Slurm jobs still queued"
+        time.sleep(1)
+    _, _, children = records(team_server.uri, "cancel")
+    (killed,) = [c for c in children if c.data.tags["seed"] == "0"]
+    assert killed.info.status == "KILLED", killed.data.tags.get("failure_reason")
+    # The same sweep command again: job 0 continues in its run; job 1 FINISHED is skipped.
+    rc, out = sweep(*args)
+    assert rc == 0, out[-4000:]
+    client, parent, children = records(team_server.uri, "cancel")
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    continued = client.get_run(killed.info.run_id)
+    assert continued.info.status == "FINISHED"
+    steps = {m.step for m in client.get_metric_history(continued.info.run_id, "val/acc")}
+    assert len(steps) == 3  # one validation per epoch, none repeated or lost
+
+
+def test_eight_clients_on_one_team_server_lose_nothing(team_server, tmp_path):
+    runs = independent_runs_on_a_fresh_store(tmp_path, 8, team_server.uri)
+    assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(8))
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.metrics.get("test/error") is not None for r in runs)
+
+
+def test_a_server_with_logins_refuses_a_wrong_password_and_records_no_secret(
+    tmp_path, empty_store, quick
+):
+    import shutil
+
+    db = tmp_path / "auth.db"
+    shutil.copyfile(empty_store, db)
+    password = "lenet5-Secret-2026"
+    with mlflow_server(db, tmp_path / "artifacts", admin_password=password) as server:
+        args = [*quick, f"mlflow.tracking_uri={server.uri}", "mlflow.experiment_name=locked"]
+        args.append(f"hydra.run.dir={tmp_path}/h")
+        for user, given in (("admin", "wrong-password"), (None, None)):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+            env.update(
+                {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": given}
+                if user
+                else {}
+            )
+            proc = subprocess.run(
+                [LENET5_TRAIN, *args], env=env, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 2, proc.stderr[-3000:]
+            last = proc.stderr.strip().splitlines()[-1]
+            assert last.startswith(
+                f"error: the MLflow tracking server {server.uri} answered HTTP 401: "
+            ), last
+            assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in last
+        env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "admin"}
+        env["MLFLOW_TRACKING_PASSWORD"] = password
+        proc = subprocess.run(
+            [LENET5_TRAIN, *args], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"  # this process reads the records
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+        try:
+            client = MlflowClient(server.uri)
+            (run,) = client.search_runs([client.get_experiment_by_name("locked").experiment_id])
+            assert run.info.status == "FINISHED"
+            recorded = [*run.data.params.values(), *run.data.tags.values()]
+            config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+            recorded.append(config.read_text())
+            assert not [r for r in recorded if password in r]
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]

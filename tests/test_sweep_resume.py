@@ -1,0 +1,46 @@
+"""A relaunched sweep continues its KILLED jobs from their checkpoints, in the same runs."""
+
+import signal
+
+from test_sweep import multirun, parent_and_children, sweep_client  # noqa: F401 (fixtures)
+
+
+def test_an_interrupted_sweep_continues_its_killed_job_from_its_checkpoint(
+    multirun,  # noqa: F811
+    sweep_client,  # noqa: F811
+    monkeypatch,
+):
+    from lenet5.module import LeNet5Module
+
+    # Ctrl-C in the first job's second epoch (a real SIGINT to this process, at a fixed
+    # point): the job's run ends KILLED with epoch 1 in last.ckpt, and the sweep stops.
+    interrupted = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 1) and not interrupted:
+            interrupted.append(True)
+            signal.raise_signal(signal.SIGINT)
+
+    args = ["seed=0,1", "trainer.max_epochs=2"]
+    with monkeypatch.context() as m:
+        m.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
+        message, output = multirun(*args)
+    assert message is not None, output[-3000:]
+    parent, children = parent_and_children(sweep_client)
+    (killed,) = children  # the sweep stopped with its first job
+    assert killed.info.status == "KILLED" and killed.data.tags["seed"] == "0"
+    # Relaunch the same command: the KILLED job continues in its own run, the other runs.
+    message, output = multirun(*args)
+    assert message is None, output[-3000:]
+    assert f"continuing run {killed.info.run_id} from its last checkpoint" in output
+    parent2, children2 = parent_and_children(sweep_client)
+    assert parent2.info.run_id == parent.info.run_id
+    assert parent2.info.status == "FINISHED"
+    assert parent2.data.metrics["children_finished"] == 2
+    assert len(children2) == 2
+    assert {c.info.status for c in children2} == {"FINISHED"}
+    continued = sweep_client.get_run(killed.info.run_id)
+    assert continued.info.status == "FINISHED"
+    assert "lenet5.superseded" not in continued.data.tags
+    steps = {m.step for m in sweep_client.get_metric_history(continued.info.run_id, "val/acc")}
+    assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0
