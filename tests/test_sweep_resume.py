@@ -44,3 +44,28 @@ def test_an_interrupted_sweep_continues_its_killed_job_from_its_checkpoint(
     assert "lenet5.superseded" not in continued.data.tags
     steps = {m.step for m in sweep_client.get_metric_history(continued.info.run_id, "val/acc")}
     assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0
+
+
+def test_submitits_stop_before_the_time_limit_ends_the_run_killed(
+    quick, store, client, monkeypatch
+):
+    """Slurm signals a task ahead of its time limit (submitit asks it to); submitit's handler
+    then raises its UncompletedJobError in the training: the run is KILLED (continued on the
+    sweep's relaunch), not FAILED."""
+    import pytest
+    from submitit.core.utils import UncompletedJobError
+    from test_reliability import TWO_EPOCHS, runs_of
+
+    from lenet5.cli import run
+    from lenet5.module import LeNet5Module
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 0):
+            raise UncompletedJobError("Job not requeued because: timed-out and not checkpointable.")
+
+    monkeypatch.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
+    with pytest.raises(UncompletedJobError):
+        run([*quick, *TWO_EPOCHS, *store])
+    (rec,) = runs_of(client)
+    assert rec.info.status == "KILLED"
+    assert rec.data.tags["failure_reason"].startswith("stopped by the scheduler: Job not requeued")

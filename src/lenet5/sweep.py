@@ -65,7 +65,7 @@ class Earlier:
 
 
 def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
-    """In a relaunched sweep: the earlier run of this exact config (same sweep, same config
+    """In a relaunched sweep (or a requeued task): the earlier run of this exact config (same sweep, same config
     hash) that the job should skip or continue, else None (the job runs afresh).
 
     A KILLED run with a checkpoint (Ctrl-C, SIGTERM, a scheduler's time limit or `scancel`)
@@ -75,7 +75,8 @@ def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
     the tracking server is downloaded.
     """
     info = current()
-    if not (info and info.get("resumed")):
+    # A relaunched sweep, or a task Slurm requeued (preempted) under the same sweep.
+    if not (info and (info.get("resumed") or os.environ.get("SLURM_RESTART_COUNT"))):
         return None
     from lenet5.resume import last_checkpoint
     from lenet5.store import StoreError

@@ -273,8 +273,13 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
                 f"{cfg.mlflow.tracking_uri}, then lenet5-train resume={run_id} "
                 f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"
             ) from e
-        killed = isinstance(e, (KeyboardInterrupt, SystemExit))
+        # Stopped from outside, not failed: Ctrl-C, SIGTERM (scancel, a time limit), or
+        # submitit's own stop at the signal it asks Slurm to send before the time limit.
+        scheduler = type(e).__name__ == "UncompletedJobError"
+        killed = isinstance(e, (KeyboardInterrupt, SystemExit)) or scheduler
         reason = "interrupted (Ctrl-C or SIGTERM)" if killed else f"{type(e).__name__}: {e}"
+        if scheduler:
+            reason = f"stopped by the scheduler: {e}"
         if artifact_dir is None and checkpoints.is_dir():  # resumable from another machine
             client.log_artifacts(run_id, str(checkpoints), "checkpoints")
         end_run(client, run_id, "KILLED" if killed else "FAILED", reason)
