@@ -66,7 +66,7 @@ def test_predicts_real_mnist_test_digits_from_png_files(
     from lenet5.cli import run
 
     store = new_store(tmp_path)
-    run([*quick, *store, "model=modern", "trainer.max_epochs=3"])
+    run([*quick, *store, "model=modern", "trainer.max_epochs=3", "mlflow.log_model=true"])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -192,7 +192,14 @@ def log_datasets(client, run_id: str, datamodule, name: str, source: str | None)
             DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
         )
     if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+        except Exception as e:
+            # Runs logging the same dataset at once race to create its row on a server's
+            # database (PostgreSQL: unique violation on dataset_pk; seen with 2 Slurm tasks):
+            # the row exists now, so once more links this run to it.
+            log.info("log_inputs of run %s again after: %s", run_id, str(e)[:200])
+            client.log_inputs(run_id, datasets=inputs)
 
 
 def log_final(client, run_id: str, result: dict, best_val_acc: float | None) -> dict:
