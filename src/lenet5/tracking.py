@@ -53,7 +53,11 @@ CHOICE_TAGS = {
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
     """The id of experiment `name`, created with its artifacts under `artifact_root` (None:
     the project's mlruns/artifacts for a local store, the server's own for a tracking server);
-    one process at a time creates it, the others then read it (none lands in "Default")."""
+    one process at a time creates it, the others then read it (none lands in "Default").
+    On a tracking server no lock spans the clients: one that loses the race to create it
+    (RESOURCE_ALREADY_EXISTS, seen with 8 clients on PostgreSQL) reads the winner's."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -61,16 +65,21 @@ def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
         exp = client.get_experiment_by_name(name)  # made while this process waited?
         if exp is not None:
             return exp.experiment_id
-        if artifact_root is None:
-            if urlparse(client.tracking_uri).scheme in ("http", "https"):
-                return client.create_experiment(name)  # the server decides
-            artifact_root = str(PROJECT_ROOT / "mlruns" / "artifacts")
-        location = (
-            Path(artifact_root, name).as_uri()
-            if local_path(artifact_root)
-            else f"{artifact_root.rstrip('/')}/{name}"
-        )
-        return client.create_experiment(name, artifact_location=location)
+        location = None  # a tracking server's own artifact store
+        if artifact_root is not None or urlparse(client.tracking_uri).scheme not in (
+            "http",
+            "https",
+        ):
+            root = artifact_root or str(PROJECT_ROOT / "mlruns" / "artifacts")
+            location = (
+                Path(root, name).as_uri() if local_path(root) else f"{root.rstrip('/')}/{name}"
+            )
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
 
 def recordable(cfg: DictConfig) -> dict:
