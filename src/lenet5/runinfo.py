@@ -154,11 +154,18 @@ def git_tags() -> dict[str, str]:
 
 def ui_tags(cfg: DictConfig, tags: dict[str, str], overrides: list[str], groups) -> dict:
     """Name, colour and description of a new run, as create_run takes them."""
+    from lenet5.report import nuisance
+
     baseline = dict(cfg.study.get("baseline") or {}) if cfg.study.get("name") else {}
+    name, extra = run_name(tags, baseline, overrides, groups), nuisance.run_tags(cfg)
+    if extra:  # a study's nuisance setting before the seed: act=relu·lr=0.001·s0
+        head, _, seed = name.rpartition(SEP)
+        name = SEP.join([head, nuisance.short(extra[nuisance.TAG]), seed])
     return {
-        "run_name": run_name(tags, baseline, overrides, groups),
+        "run_name": name,
         "mlflow.runColor": colour(tags.get("preset")),
         "mlflow.note.content": description(cfg, tags),
+        **extra,  # lenet5.nuisance: the run's nuisance values (lenet5-report tunes per arm)
     }
 
 

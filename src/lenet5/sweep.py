@@ -160,6 +160,9 @@ class MLflowSweep(Callback):
         return {**self.__dict__, "heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet5.report.nuisance import check_grid
+
+        check_grid(config)  # study.nuisance as the sweep expands it, else SweepFailed
         try:
             self._open(config)
         except Exception as e:  # no parent run, no sweep: stop before any job starts

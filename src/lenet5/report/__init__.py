@@ -9,6 +9,15 @@ while the sweep is still writing.
     stats   the statistics, pure: `Run` records in, `Row` records and `Counts` out
     render  text, Markdown, CSV and PNG from a `SweepInfo` and its rows
     cli     argparse and `main(argv) -> int`, the `lenet5-report` entry point
+
+A study with a nuisance grid (`study.nuisance`, runs tagged `lenet5.nuisance`) is reported
+with each arm at its own best setting, selected on validation:
+
+    nuisance      the grid: checked against the sweep (its callback), tagged on each run
+    tuning        per-arm selection; tuned, fixed-setting, main-effect, interaction tables
+    inference     contrasts paired by seed (else Welch), Holm within a table, verdicts
+    render_tuned  text, Markdown, CSV of those tables
+    figure_tuned  test error tuned and fixed, learning curves per arm
 """
 
 from lenet5.report.cli import main

@@ -7,6 +7,7 @@
     lenet5-report --stale                # RUNNING runs whose process is gone
     lenet5-report --reap                 # ... ended KILLED, so they can be resumed
     lenet5-report --register             # register the best run's model (lenet5-<study>)
+    lenet5-report --tuned                # per-arm tables, paired/Holm, interactions, any study
 
 Writes report.md, report.csv and report.png, logs them (unless --no-log) as artifacts of
 the sweep's parent run, leaving its status, tags and metrics as they are, and prints the
@@ -27,12 +28,14 @@ from lenet5.report.stats import summarize
 from lenet5.report.store import (
     ReportError,
     collect,
+    curves,
     find_sweep,
     open_experiment,
     retry,
     tracking_uri,
     watch,
 )
+from lenet5.report.tuning import has_nuisance
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "as NAME (default lenet5-<study>)",
     )
     p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="the tuned report's tables (per-arm selection, paired/Welch intervals with Holm, "
+        "verdicts, factorial interactions) for a study without a nuisance grid too",
+    )
+    p.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -109,14 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"lenet5-report: {e}", file=sys.stderr)
         return 2
-    rows = summarize(info.children, info.factors, info.baseline)
     safe_id = info.sweep_id.replace(os.sep, "_")
     out = args.out or PROJECT_ROOT / "mlruns" / "reports" / safe_id
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.md", out / "report.csv", out / "report.png"]
-    files[0].write_text(render_markdown(info, rows))
-    write_csv(files[1], info, rows)
-    write_chart(files[2], info, rows)
+    if args.tuned or has_nuisance(info.children):  # each arm at its own best setting
+        text = tuned_report(client, info, files)
+    else:
+        rows = summarize(info.children, info.factors, info.baseline)
+        files[0].write_text(render_markdown(info, rows))
+        write_csv(files[1], info, rows)
+        write_chart(files[2], info, rows, curves(client, info.children))
+        text = render_text(info, rows)
     # Files and artifacts before printing, so a closed pipe (| head) cannot skip them.
     status, logged = 0, ""
     if not args.no_log:
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             logged = f"could not log them to run {info.parent_run_id}: {e}"
             status = 1
-    print(render_text(info, rows))
+    print(text)
     if stale:
         print(
             f"{len(stale)} RUNNING run(s) of {exp.name!r} have no live process; "
@@ -145,6 +158,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lenet5-report: {e}", file=sys.stderr)
             return 2
     return status
+
+
+def tuned_report(client, info, files: list[Path]) -> str:
+    """Selections, tuned and fixed-setting tables, factorial effects, learning curves."""
+    from lenet5.report.figure_tuned import write_tuned_chart
+    from lenet5.report.render_tuned import (
+        render_tuned_markdown,
+        render_tuned_text,
+        write_tuned_csv,
+    )
+    from lenet5.report.tuning import tables
+
+    sels, rows = tables(info.children, info.factors, info.baseline)
+    files[0].write_text(render_tuned_markdown(info, sels, rows))
+    write_tuned_csv(files[1], info, sels, rows)
+    write_tuned_chart(files[2], info, sels, rows, curves(client, info.children))
+    return render_tuned_text(info, sels, rows)
 
 
 def links(uri: str, exp, info) -> str:

@@ -165,8 +165,9 @@ def write_csv(path: Path, info: SweepInfo, rows: list[Row]) -> None:
             )
 
 
-def write_chart(path: Path, info: SweepInfo, rows: list[Row]):
-    """Mean test error per level, one panel per section x factor, bars = 95% CI of the mean."""
+def write_chart(path: Path, info: SweepInfo, rows: list[Row], curves: dict | None = None):
+    """Mean test error per level, one panel per section x factor, bars = 95% CI of the mean;
+    with `curves` (run id -> val/acc per epoch), a row of learning curves per factor below."""
     # Figure without pyplot: the Agg canvas, no global backend state, no display needed.
     from matplotlib.figure import Figure
 
@@ -177,12 +178,20 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row]):
     # at most 5 panels a row (more factors wrap onto further rows).
     cols = min(max(1, len(factors)), 5)
     panel_rows = -(-max(1, len(factors)) // cols)
+    height = 3.4 * len(sections) * panel_rows + 0.5
     fig = Figure(
-        figsize=(max(6.4, 3.2 * cols), 3.4 * len(sections) * panel_rows + 0.5),
+        figsize=(max(6.4, 3.2 * cols), height + (3.4 * panel_rows if curves else 0)),
         layout="constrained",
     )
+    curves = curves if curves and any(curves.values()) else None  # no val/acc logged: none
+    top = fig
+    if curves:
+        from lenet5.report.figure_tuned import simple_curves
+
+        top, bottom = fig.subfigures(2, 1, height_ratios=[height, 3.4 * panel_rows])
+        simple_curves(bottom, info, curves, cols, panel_rows)
     # A shared y axis per section makes the factors' effects comparable at a glance.
-    grid = fig.subplots(len(sections) * panel_rows, cols, squeeze=False, sharey="all")
+    grid = top.subplots(len(sections) * panel_rows, cols, squeeze=False, sharey="all")
     for ax in grid.flat:
         ax.set_axis_off()
     for section, factor, block in blocks:

@@ -23,6 +23,7 @@ class Run:
     status: str  # MLflow's: FINISHED, FAILED, KILLED, RUNNING, SCHEDULED
     tags: dict[str, str]  # design choice -> level, among MLflow's and lenet5's own tags
     error: float | None  # test error as a fraction; None when not logged
+    val: float | None = None  # best validation accuracy (final/val_acc), a fraction
 
     @property
     def done(self) -> bool:

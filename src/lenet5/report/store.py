@@ -16,6 +16,8 @@ from lenet5.config import PROJECT_ROOT
 from lenet5.report.stats import Counts, Run, counts
 
 ERROR_METRIC = "test/error"
+VAL_METRIC = "final/val_acc"  # the best validation accuracy: what a tuned arm is selected on
+CURVE_METRIC = "val/acc"  # per epoch: the learning curves
 ENDED = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -85,6 +87,7 @@ def plain(run) -> Run:
         status=run.info.status,
         tags=dict(run.data.tags),
         error=run.data.metrics.get(ERROR_METRIC),
+        val=run.data.metrics.get(VAL_METRIC, run.data.metrics.get("val/acc")),
     )
 
 
@@ -219,3 +222,15 @@ def watch(client, exp, parent, uri: str, every: float):
     except KeyboardInterrupt:
         print("watch stopped; reporting what is there", flush=True)
         return retry(client.get_run, parent.info.run_id)
+
+
+def curves(client, runs: list[Run], metric: str = CURVE_METRIC) -> dict[str, list[float]]:
+    """Each run's `metric` history in step order (one value per epoch for val/acc)."""
+    out = {}
+    for r in runs:
+        if not r.done:
+            continue
+        history = retry(client.get_metric_history, r.run_id, metric)
+        by_step = {m.step: m.value for m in history}  # a resumed run may log a step twice
+        out[r.run_id] = [by_step[s] for s in sorted(by_step)]
+    return out

@@ -1,0 +1,146 @@
+"""The figure of a tuned report: per factor, the test error of each level tuned and at the
+baseline's setting, and the learning curves (validation accuracy per epoch) of each level
+at its selected setting, mean over seeds with their range as a band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lenet5.report.nuisance import short
+from lenet5.report.stats import Run
+from lenet5.report.store import SweepInfo
+from lenet5.report.tuning import Comparison, Selection, cell_of, setting_of
+
+
+def arm_curves(
+    runs: list[Run], curves: dict[str, list[float]], factors: list[str], cell, setting
+) -> list[list[float]]:
+    """The validation-accuracy curves (%) of the arm's runs at `setting`."""
+    return [
+        [100 * v for v in curves[r.run_id]]
+        for r in runs
+        if r.done
+        and cell_of(r, factors) == cell
+        and setting_of(r) == setting
+        and curves.get(r.run_id)
+    ]
+
+
+def band(series: list[list[float]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(epochs 1.., mean, min, max) over the seeds, as long as the shortest curve."""
+    k = min(len(s) for s in series)
+    cols = [[s[e] for s in series] for e in range(k)]
+    return (
+        list(range(1, k + 1)),
+        [sum(c) / len(c) for c in cols],
+        [min(c) for c in cols],
+        [max(c) for c in cols],
+    )
+
+
+def write_tuned_chart(
+    path: Path,
+    info: SweepInfo,
+    sels: dict[tuple, Selection],
+    rows: list[Comparison],
+    curves: dict[str, list[float]],
+):
+    from matplotlib.figure import Figure
+
+    factors = info.factors
+    n = max(1, len(factors))
+    fig = Figure(figsize=(max(6.4, 3.4 * n), 7.2), layout="constrained")
+    grid = fig.subplots(2, n, squeeze=False)
+    base = tuple(info.baseline[f] for f in factors)
+    for i, f in enumerate(factors):
+        ax, cax = grid[0][i], grid[1][i]
+        tuned = [r for r in rows if r.table == "tuned" and r.factor == f]
+        fixed = {r.level: r for r in rows if r.table == "fixed" and r.factor == f}
+        for x, r in enumerate(tuned):
+            for dx, rr, colour, label in (
+                (-0.12, r, "tab:blue", "tuned"),
+                (0.12, fixed.get(r.level), "tab:grey", "at the baseline's setting"),
+            ):
+                if rr is None or rr.mean is None:
+                    continue
+                ax.errorbar(
+                    x + dx,
+                    rr.mean,
+                    yerr=[[min(rr.std or 0, rr.mean)], [rr.std or 0]],
+                    fmt="o",
+                    capsize=3,
+                    color="tab:red" if r.is_baseline else colour,
+                    label=label if x == 1 else None,
+                )
+        ax.set_xticks(
+            range(len(tuned)), [f"{r.level}\n{short(r.setting)}" for r in tuned], fontsize=8
+        )
+        ax.set_xlim(-0.6, max(len(tuned), 1) - 0.4)
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{f}: test error", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        if i == 0:
+            ax.set_ylabel("test error (%), mean +/- std")
+        if len(tuned) > 1:
+            ax.legend(fontsize=7)
+        by = {}
+        for r in tuned:
+            cell = (
+                base
+                if r.is_baseline
+                else tuple(r.level if g == f else info.baseline[g] for g in factors)
+            )
+            sel = sels.get(cell)
+            label = f"{r.level} ({short(sel.selected) if sel else '-'})"
+            by[label] = arm_curves(info.children, curves, factors, cell, sel and sel.selected)
+        draw_curves(cax, by, f"{f}: validation accuracy")
+        if i == 0:
+            cax.set_ylabel("val accuracy (%): mean, band min-max over seeds")
+    fig.suptitle(
+        f"study {info.study}, sweep {info.sweep_id}\neach arm at its selected nuisance setting "
+        "(blue), and at the baseline's (grey); red: baseline",
+        fontsize=10,
+    )
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def draw_curves(ax, series_by_label: dict[str, list[list[float]]], title: str) -> None:
+    """Mean validation accuracy per epoch with the seeds' range as a band, one line each."""
+    from matplotlib.ticker import MaxNLocator
+
+    for label, series in series_by_label.items():
+        if not series:
+            continue
+        epochs, m, lo, hi = band(series)
+        line = ax.plot(epochs, m, marker="o", ms=3, label=f"{label} (n={len(series)})")[0]
+        if len(epochs) > 1:
+            ax.fill_between(epochs, lo, hi, alpha=0.2, color=line.get_color())
+        else:  # one epoch: the band is a bar
+            ax.vlines(epochs, lo, hi, color=line.get_color(), alpha=0.5, lw=4)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
+def simple_curves(subfig, info: SweepInfo, curves, cols: int, panel_rows: int) -> None:
+    """Learning curves of a study without a nuisance grid: per factor, each level with the
+    other factors at baseline."""
+    factors = info.factors
+    grid = subfig.subplots(panel_rows, cols, squeeze=False)
+    for ax in grid.flat:
+        ax.set_axis_off()
+    for i, f in enumerate(factors):
+        ax = grid[i // cols][i % cols]
+        ax.set_axis_on()
+        levels = sorted({r.tags.get(f) for r in info.children if r.tags.get(f)})
+        by = {}
+        for lvl in levels:
+            cell = tuple(lvl if g == f else info.baseline[g] for g in factors)
+            by[lvl] = arm_curves(info.children, curves, factors, cell, "")
+        draw_curves(ax, by, f"{f}: validation accuracy (%)")
+        if i % cols == 0:
+            ax.set_ylabel("mean, band min-max over seeds")

@@ -1,0 +1,157 @@
+"""Intervals a reviewer accepts: contrasts of arms, paired by seed where they can be, Holm.
+
+A comparison is a contrast of groups of runs, sum_i c_i * mean_i: a difference to the
+baseline (+1, -1), a main effect over matched cells, a two-way interaction
+(+1 -1 -1 +1). Where every group has one run per seed and the same seeds (two or more),
+the contrast is taken per seed and the interval is the one-sample t interval of those
+per-seed contrasts (for two groups: the paired t interval, scipy's `ttest_rel`);
+otherwise the groups are independent and the interval is Welch-Satterthwaite's (for two
+groups: scipy's `ttest_ind(equal_var=False)`).
+
+The intervals of one table are adjusted for its number of comparisons with Holm's step-down
+procedure: adjusted p-values, and each interval at the level Holm tests its comparison at
+(alpha / (m - rank + 1) for the comparisons up to the first one Holm does not reject, that
+first one's level for the rest), so an interval excludes 0 exactly where its adjusted p is
+below alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from statistics import mean, stdev
+
+Group = list[tuple[str, float]]  # (seed, value) of each run in one arm
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """An estimated contrast and what its interval needs; values in the groups' unit."""
+
+    estimate: float
+    se: float | None  # None: too few runs for an interval
+    df: float | None
+    paired: bool
+    n: str  # "3 pairs" (per seed), "3+3" (runs per group)
+    level: float = 0.95  # confidence level of `low`/`high`
+    p: float | None = None  # two-sided, unadjusted
+    p_adj: float | None = None  # Holm-adjusted within its table
+
+    @property
+    def test(self) -> str:
+        return "paired t" if self.paired else "Welch"
+
+    @property
+    def half(self) -> float | None:
+        if self.se is None or self.df is None:
+            return None
+        if self.se == 0:
+            return 0.0
+        from scipy.stats import t
+
+        return float(t.ppf(0.5 + self.level / 2, self.df)) * self.se
+
+    @property
+    def low(self) -> float | None:
+        h = self.half
+        return None if h is None else self.estimate - h
+
+    @property
+    def high(self) -> float | None:
+        h = self.half
+        return None if h is None else self.estimate + h
+
+
+def _p(estimate: float, se: float, df: float) -> float:
+    if se == 0:
+        return 1.0 if estimate == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(estimate) / se, df))
+
+
+def pairable(groups: list[Group]) -> bool:
+    """One run per seed in every group, the same seeds everywhere, at least two."""
+    seed_sets = []
+    for g in groups:
+        seeds = [s for s, _ in g]
+        if len(set(seeds)) != len(seeds):
+            return False
+        seed_sets.append(set(seeds))
+    return len(seed_sets[0]) >= 2 and all(s == seed_sets[0] for s in seed_sets)
+
+
+def contrast(groups: list[Group], coefs: list[float], level: float = 0.95) -> Contrast | None:
+    """sum c_i mean(group_i) with its interval; None if a group is empty."""
+    if any(not g for g in groups):
+        return None
+    if pairable(groups):
+        seeds = sorted({s for s, _ in groups[0]})
+        by = [dict(g) for g in groups]
+        d = [sum(c * b[s] for c, b in zip(coefs, by, strict=True)) for s in seeds]
+        se, df = stdev(d) / math.sqrt(len(d)), len(d) - 1
+        est = mean(d)
+        return Contrast(est, se, df, True, f"{len(d)} pairs", level, _p(est, se, df))
+    values = [[v for _, v in g] for g in groups]
+    est = sum(c * mean(v) for c, v in zip(coefs, values, strict=True))
+    n = "+".join(str(len(v)) for v in values)
+    if any(len(v) < 2 for v in values):
+        return Contrast(est, None, None, False, n, level)
+    parts = [c * c * stdev(v) ** 2 / len(v) for c, v in zip(coefs, values, strict=True)]
+    var = sum(parts)
+    if var == 0:  # no spread anywhere: Welch's df is 0/0
+        return Contrast(est, 0.0, math.inf, False, n, level, _p(est, 0.0, math.inf))
+    df = var**2 / sum(p * p / (len(v) - 1) for p, v in zip(parts, values, strict=True) if p > 0)
+    se = math.sqrt(var)
+    return Contrast(est, se, df, False, n, level, _p(est, se, df))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_levels(pvalues: list[float], alpha: float = 0.05) -> list[float]:
+    """The confidence level of each comparison's interval, compatible with Holm's test."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    levels, stopped = [0.0] * m, None
+    for rank, i in enumerate(order):
+        a = alpha / (m - rank)
+        if stopped is None and pvalues[i] > a:
+            stopped = a
+        levels[i] = 1 - (stopped if stopped is not None else a)
+    return levels
+
+
+def adjust(contrasts: list[Contrast | None], alpha: float = 0.05) -> list[Contrast | None]:
+    """The table's contrasts with Holm's adjusted p and intervals; those without a p
+    (too few runs) stay as they are and do not count among the comparisons."""
+    tested = [i for i, c in enumerate(contrasts) if c is not None and c.p is not None]
+    ps = [contrasts[i].p for i in tested]
+    out = list(contrasts)
+    for i, p_adj, level in zip(tested, holm(ps), holm_levels(ps, alpha), strict=True):
+        out[i] = replace(contrasts[i], p_adj=p_adj, level=level)
+    return out
+
+
+def verdict(c: Contrast | None, reference: float | None, wide: float = 0.5) -> str:
+    """What the (adjusted) interval lets one say of an error difference: `higher`/`lower`
+    when it excludes 0; `too wide` when it contains 0 and its half-width exceeds `wide` x
+    the reference (the baseline's mean error: it cannot tell no effect from a change of
+    that size); else `no clear difference`."""
+    if c is None or c.half is None:
+        return "n too small"
+    if c.low > 0:
+        return "higher"
+    if c.high < 0:
+        return "lower"
+    if reference is not None and c.half > wide * abs(reference):
+        return "too wide to conclude"
+    return "no clear difference"

@@ -1,0 +1,292 @@
+"""The report of a study with a nuisance grid: selections, tuned and fixed-setting tables,
+factorial effects, as text, Markdown and CSV (see `tuning`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from lenet5.report.nuisance import short
+from lenet5.report.render import _problem_lines, header_lines
+from lenet5.report.store import SweepInfo
+from lenet5.report.tuning import Cell, Comparison, Selection
+
+TITLES = {
+    "tuned": "Tuned: each arm at its own selected setting",
+    "fixed": "Fixed setting: every arm at the baseline's selected setting",
+    "main": "Main effects (each cell at its own selected setting, averaged over matched cells)",
+    "interaction": "Two-way interactions (each cell at its own selected setting; "
+    "(ab - a - b + base), averaged over matched cells)",
+}
+CSV_COLUMNS = [
+    "sweep_id",
+    "study",
+    "table",
+    "factor",
+    "level",
+    "is_baseline",
+    "setting",
+    "val_acc_pct",
+    "n",
+    "mean_error_pct",
+    "std_error_pct",
+    "diff_pct",
+    "diff_low_pct",
+    "diff_high_pct",
+    "ci_level",
+    "test",
+    "n_diff",
+    "p",
+    "p_holm",
+    "verdict",
+]
+
+
+def _title(table: str, sels) -> str:
+    if table == "tuned" and not any(_keys(sels)):  # no grid (lenet5-report --tuned)
+        return "Simple effects at the baseline (other factors at their baseline levels)"
+    return TITLES[table]
+
+
+def _f(x, signed=False, digits=2) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def arm_name(cell: Cell, factors: list[str], baseline: dict[str, str]) -> str:
+    off = [f"{f}={lvl}" for f, lvl in zip(factors, cell, strict=True) if lvl != baseline[f]]
+    return ", ".join(off) or "baseline"
+
+
+def _keys(sels: dict[Cell, Selection]) -> list[str]:
+    return sorted({s for sel in sels.values() for s in sel.by_setting})
+
+
+def selection_table(sels, factors, baseline) -> list[list[str]]:
+    settings = _keys(sels)
+    head = ["arm", *(short(s) for s in settings), "selected"]
+    lines = [head]
+    base = tuple(baseline[f] for f in factors)
+    for cell in sorted(sels, key=lambda c: (c != base, arm_name(c, factors, baseline))):
+        sel = sels[cell]
+        cells = []
+        for s in settings:
+            v, n = sel.by_setting.get(s, (None, 0))
+            mark = "*" if s == sel.selected else " "
+            cells.append(f"{_f(v)} ({n}){mark}")
+        best = sel.by_setting.get(sel.selected, (None, 0))[0]
+        ties = [s for s, (v, _) in sel.by_setting.items() if v is not None and v == best]
+        tie = f" (tie of {len(ties)})" if len(ties) > 1 else ""
+        lines.append([arm_name(cell, factors, baseline), *cells, short(sel.selected) + tie])
+    return lines
+
+
+def _ci(r: Comparison) -> tuple[str, str, str, str]:
+    d = r.diff
+    if r.is_baseline:
+        return "-", "-", "-", "-"
+    if d is None:
+        return "n/a", "n/a", "n/a", "n/a"
+    ci = "n/a" if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
+    level = "n/a" if d.low is None else f"{100 * d.level:.1f}%"
+    return _f(d.estimate, signed=True), ci, level, f"{d.test} ({d.n})"
+
+
+def arm_lines(block: list[Comparison], factor: str) -> list[list[str]]:
+    head = [factor, "setting", "val %", "n", "mean %", "std %", "diff %", "CI (Holm)", "level"]
+    lines = [[*head, "test (n)", "p Holm", "verdict"]]
+    for r in block:
+        diff, ci, level, test = _ci(r)
+        p = "-" if r.is_baseline else _f(r.diff.p_adj if r.diff else None, digits=3)
+        lvl = f"{r.level} (baseline)" if r.is_baseline else r.level
+        lines.append(
+            [
+                lvl,
+                short(r.setting),
+                _f(r.val),
+                str(r.n),
+                _f(r.mean),
+                _f(r.std),
+                diff,
+                ci,
+                level,
+                test,
+                p,
+                r.verdict,
+            ]
+        )
+    return lines
+
+
+def effect_lines(block: list[Comparison], factor: str) -> list[list[str]]:
+    lines = [[factor, "cells", "effect %", "CI (Holm)", "level", "test (n)", "p Holm", "verdict"]]
+    for r in block:
+        diff, ci, level, test = _ci(r)
+        p = _f(r.diff.p_adj if r.diff else None, digits=3)
+        lines.append([r.level, str(r.n), diff, ci, level, test, p, r.verdict])
+    return lines
+
+
+def _blocks(rows: list[Comparison]):
+    seen: dict[tuple[str, str], list[Comparison]] = {}
+    for r in rows:
+        seen.setdefault((r.table, r.factor), []).append(r)
+    tables: dict[str, list[tuple[str, list[Comparison]]]] = {}
+    for (table, factor), block in seen.items():
+        tables.setdefault(table, []).append((factor, block))
+    return tables
+
+
+def _table(table: str, factor: str, block: list[Comparison]) -> list[list[str]]:
+    return (arm_lines if table in ("tuned", "fixed") else effect_lines)(block, factor)
+
+
+def _aligned(tables: list[list[list[str]]]) -> list[str]:
+    lines = [line for t in tables for line in t]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for t in tables:
+        for line in t:
+            rest = [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
+            out.append("  " + "  ".join([line[0].ljust(widths[0]), *rest]).rstrip())
+        out.append("")
+    return out
+
+
+def _comparisons(block_map, table) -> int:
+    return sum(
+        1
+        for _, b in block_map[table]
+        for r in b
+        if not r.is_baseline and r.diff and r.diff.p is not None
+    )
+
+
+def nuisance_line(sels) -> str:
+    keys = sorted({k for s in _keys(sels) if s for k in json.loads(s)})
+    if not keys:
+        return "nuisance: none (no lenet5.nuisance tag): one setting per arm"
+    return (
+        f"nuisance: {', '.join(keys)}, tuned per arm: the setting with the best mean "
+        "validation accuracy over seeds (final/val_acc) is selected (*), its test error reported"
+    )
+
+
+def verdict_lines(rows: list[Comparison]) -> list[str]:
+    """Per comparison, the verdict tuned and at the baseline's setting: did tuning change it?"""
+    fixed = {(r.factor, r.level): r for r in rows if r.table == "fixed" and not r.is_baseline}
+    out = []
+    for r in rows:
+        f = fixed.get((r.factor, r.level))
+        if r.table != "tuned" or r.is_baseline or f is None:
+            continue
+        est = [_f(x.diff.estimate if x.diff else None, signed=True) for x in (r, f)]
+        changed = "  <- changed by tuning" if r.verdict != f.verdict else ""
+        out.append(
+            f"  {r.factor}={r.level}: tuned {r.verdict} ({est[0]}), at the baseline's setting "
+            f"{f.verdict} ({est[1]}){changed}"
+        )
+    return (
+        ["Verdicts, tuned vs at the baseline's setting (test error, points):", *out, ""]
+        if (out)
+        else []
+    )
+
+
+def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
+    out = [*header_lines(info), nuisance_line(sels), ""]
+    problems = _problem_lines(info)
+    if problems:
+        out += ["Failed or incomplete runs (excluded from the statistics):"]
+        out += [f"  {p}" for p in problems] + [""]
+    out += ["Selection per arm: mean validation accuracy in % (runs), * selected:", ""]
+    out += _aligned([selection_table(sels, info.factors, info.baseline)])
+    tables = _blocks(rows)
+    for table, blocks in tables.items():
+        m = _comparisons(tables, table)
+        out += [
+            f"{_title(table, sels)}, test error in %; differences to the baseline with intervals "
+            f"Holm-adjusted over the table's {m} comparison{'s' * (m != 1)}:",
+            "",
+        ]
+        out += _aligned([_table(table, f, b) for f, b in blocks])
+    out += verdict_lines(rows)
+    if not rows:
+        out.append("no runs to compare yet")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md(lines: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(lines[0]) + " |", "| --- " + "| ---: " * (len(lines[0]) - 1) + "|"]
+    return out + ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
+
+
+def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
+    out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
+    out += [f"- {line}" for line in [*header_lines(info), nuisance_line(sels)]] + [""]
+    problems = _problem_lines(info)
+    if problems:
+        out += ["## Failed or incomplete runs (excluded)", ""] + [f"- {p}" for p in problems]
+        out.append("")
+    out += ["## Selection per arm", "", "Mean validation accuracy in % (runs), * selected.", ""]
+    out += [*_md(selection_table(sels, info.factors, info.baseline)), ""]
+    tables = _blocks(rows)
+    for table, blocks in tables.items():
+        m = _comparisons(tables, table)
+        out += [
+            f"## {_title(table, sels)}",
+            "",
+            f"Test error in %; Holm over {m} comparison{'s' * (m != 1)}.",
+            "",
+        ]
+        for factor, block in blocks:
+            out += [f"### {factor}", "", *_md(_table(table, factor, block)), ""]
+    verdicts = verdict_lines(rows)
+    if verdicts:
+        out += [f"## {verdicts[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in verdicts[1:-1]]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_tuned_csv(path: Path, info: SweepInfo, sels, rows: list[Comparison]) -> None:
+    def num(x, digits=".6g"):
+        return "" if x is None else format(x, digits)
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for cell, sel in sels.items():
+            for s, (v, n) in sel.by_setting.items():
+                level = arm_name(cell, info.factors, info.baseline)
+                w.writerow(
+                    [info.sweep_id, info.study, "selection", "arm", level, "", s, num(v), n]
+                    + [""] * 10
+                    + ["selected" if s == sel.selected else ""]
+                )
+        for r in rows:
+            d = r.diff
+            w.writerow(
+                [
+                    info.sweep_id,
+                    info.study,
+                    r.table,
+                    r.factor,
+                    r.level,
+                    int(r.is_baseline),
+                    r.setting or "",
+                    num(r.val),
+                    r.n,
+                    num(r.mean),
+                    num(r.std),
+                    num(d.estimate) if d else "",
+                    num(d.low) if d else "",
+                    num(d.high) if d else "",
+                    num(d.level) if d else "",
+                    d.test if d else "",
+                    d.n if d else "",
+                    num(d.p) if d else "",
+                    num(d.p_adj) if d else "",
+                    r.verdict,
+                ]
+            )

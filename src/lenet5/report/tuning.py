@@ -1,0 +1,234 @@
+"""Each arm at its own best nuisance setting, selected on validation; the tables around it.
+
+An arm is one cell of the study's design (a combination of factor levels: the baseline and
+each level of each factor with the others at baseline in a one-at-a-time study, every cell
+of a factorial one). For each arm the nuisance setting (the run tag `lenet5.nuisance`) with
+the best mean validation accuracy over seeds (`final/val_acc`) is selected; its test errors
+over seeds are the arm's result. Pure: `Run` records in, records out.
+
+Tables (errors and differences in %, intervals from `inference`, Holm within each table):
+  tuned        each level vs the baseline, each arm at its own selected setting
+  fixed        the same comparisons, every arm at the baseline's selected setting
+  main         (factorial) each level vs the baseline level, averaged over matched cells
+  interaction  (factorial) two factors' joint effect beyond their separate ones
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from statistics import mean, stdev
+
+from lenet5.report.inference import Contrast, Group, adjust, contrast, verdict
+from lenet5.report.nuisance import TAG
+from lenet5.report.stats import Run, is_factorial
+
+Cell = tuple[str, ...]  # one level per factor, in the study's factor order
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One arm's choice: per setting, (mean validation accuracy %, runs); the winner."""
+
+    cell: Cell
+    by_setting: dict[str, tuple[float | None, int]]
+    selected: str | None  # None: no run of the arm has a validation accuracy
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a table: an arm (or an effect) against the baseline."""
+
+    table: str  # tuned, fixed, main, interaction
+    factor: str  # "activation", or "activation x pooling" for an interaction
+    level: str  # "relu", or "relu x max"
+    is_baseline: bool
+    setting: str | None  # the nuisance setting its runs were trained at
+    val: float | None  # their mean validation accuracy, %
+    n: int
+    mean: float | None  # mean test error, %
+    std: float | None
+    diff: Contrast | None  # against the baseline, in points of %
+    verdict: str
+
+
+def setting_of(run: Run) -> str:
+    return run.tags.get(TAG) or ""
+
+
+def has_nuisance(runs: list[Run]) -> bool:
+    return any(TAG in r.tags for r in runs)
+
+
+def cell_of(run: Run, factors: list[str]) -> Cell:
+    return tuple(run.tags.get(f, "?") for f in factors)
+
+
+def select(runs: list[Run], factors: list[str]) -> dict[Cell, Selection]:
+    """Per arm, the setting with the best mean validation accuracy over its seeds (ties: the
+    one with more runs, then the first by name). Only FINISHED runs with a test error count."""
+    arms: dict[Cell, dict[str, list[float]]] = {}
+    for r in runs:
+        if r.done:
+            vals = arms.setdefault(cell_of(r, factors), {}).setdefault(setting_of(r), [])
+            if r.val is not None:
+                vals.append(100 * r.val)
+    out = {}
+    for cell, settings in arms.items():
+        by = {s: (mean(v) if v else None, len(v)) for s, v in sorted(settings.items())}
+        scored = [(v, n, s) for s, (v, n) in by.items() if v is not None]
+        best = max(scored, key=lambda x: (x[0], x[1], [-ord(c) for c in x[2]]), default=None)
+        if best is None and len(by) == 1:  # one setting, no validation metric: nothing to pick
+            best = (None, 0, next(iter(by)))
+        out[cell] = Selection(cell, by, best[2] if best else None)
+    return out
+
+
+def group(runs: list[Run], factors: list[str], cell: Cell, setting: str | None) -> Group:
+    """(seed, test error %) of the arm's runs at `setting`."""
+    return [
+        (r.tags.get("seed", r.run_id), 100 * r.error)
+        for r in runs
+        if r.done and cell_of(r, factors) == cell and setting_of(r) == setting
+    ]
+
+
+def _row(table, factor, level, is_base, g: Group, sel, setting, diff, base_mean, wide):
+    vals = [v for _, v in g]
+    val = sel.by_setting.get(setting, (None, 0))[0] if sel and setting is not None else None
+    return Comparison(
+        table=table,
+        factor=factor,
+        level=level,
+        is_baseline=is_base,
+        setting=setting,
+        val=val,
+        n=len(vals),
+        mean=mean(vals) if vals else None,
+        std=stdev(vals) if len(vals) > 1 else None,
+        diff=diff,
+        verdict="-" if is_base else verdict(diff, base_mean, wide),
+    )
+
+
+def _rederive(rows: list[Comparison], base_means: dict[str, float | None], wide: float):
+    """The table's rows with Holm-adjusted intervals and the verdicts they give."""
+    adjusted = adjust([r.diff if not r.is_baseline else None for r in rows])
+    out = []
+    for r, d in zip(rows, adjusted, strict=True):
+        if r.is_baseline:
+            out.append(r)
+            continue
+        v = verdict(d, base_means.get(r.factor), wide)
+        out.append(Comparison(**{**r.__dict__, "diff": d, "verdict": v}))
+    return out
+
+
+def simple_tables(
+    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+) -> tuple[dict[Cell, Selection], list[Comparison]]:
+    """The selections and the `tuned` and `fixed` tables of the simple effects."""
+    sel = select(runs, factors)
+    base = tuple(baseline[f] for f in factors)
+    base_setting = sel[base].selected if base in sel else None
+    rows: list[Comparison] = []
+    for table in ("tuned", "fixed"):
+        block, means = [], {}
+        g0 = group(runs, factors, base, base_setting)
+        base_mean = mean(v for _, v in g0) if g0 else None
+        for f in factors:
+            levels = sorted({r.tags.get(f) for r in runs if r.tags.get(f)} | {baseline[f]})
+            means[f] = base_mean
+            block.append(
+                _row(table, f, baseline[f], True, g0, sel.get(base), base_setting, None, None, 0)
+            )
+            for lvl in levels:
+                if lvl == baseline[f]:
+                    continue
+                cell = tuple(lvl if g == f else baseline[g] for g in factors)
+                s = sel.get(cell)
+                setting = (s.selected if s else None) if table == "tuned" else base_setting
+                g = group(runs, factors, cell, setting)
+                diff = contrast([g, g0], [1.0, -1.0])
+                block.append(_row(table, f, lvl, False, g, s, setting, diff, base_mean, wide))
+        rows += _rederive(block, means, wide)
+    return sel, rows
+
+
+def _tuned_groups(runs, factors, sel) -> dict[Cell, Group]:
+    return {
+        c: group(runs, factors, c, s.selected) for c, s in sel.items() if s.selected is not None
+    }
+
+
+def _at(cell: Cell, levels: dict[int, str]) -> Cell:
+    """`cell` with the factors at these positions moved to these levels."""
+    return tuple(levels.get(i, lvl) for i, lvl in enumerate(cell))
+
+
+def factorial_tables(
+    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+) -> list[Comparison]:
+    """Main effects and two-way interactions, each cell at its own selected setting; a
+    contrast uses the cells present on every side (matched over the other factors)."""
+    sel = select(runs, factors)
+    groups = _tuned_groups(runs, factors, sel)
+    idx = {f: i for i, f in enumerate(factors)}
+    levels = {f: sorted({c[idx[f]] for c in groups} | {baseline[f]}) for f in factors}
+    base_all = [v for c, g in groups.items() for _, v in g]
+    ref = mean(base_all) if base_all else None
+    main, inter = [], []
+    for f in factors:
+        for lvl in levels[f]:
+            if lvl == baseline[f]:
+                continue
+            pairs = [
+                (groups[c], groups[_at(c, {idx[f]: baseline[f]})])
+                for c in groups
+                if c[idx[f]] == lvl and _at(c, {idx[f]: baseline[f]}) in groups
+            ]
+            k = len(pairs)
+            gs = [g for p in pairs for g in p]
+            coefs = [w / k for _ in pairs for w in (1.0, -1.0)] if k else []
+            d = contrast(gs, coefs) if k else None
+            main.append(Comparison("main", f, lvl, False, None, None, k, None, None, d, ""))
+    for f, h in itertools.combinations(factors, 2):
+        i, j = idx[f], idx[h]
+        for a, b in itertools.product(levels[f], levels[h]):
+            if a == baseline[f] or b == baseline[h]:
+                continue
+            quads = []
+            for c in groups:
+                if c[i] != a or c[j] != b:
+                    continue
+                four = [
+                    _at(c, {i: a, j: b}),
+                    _at(c, {i: a, j: baseline[h]}),
+                    _at(c, {i: baseline[f], j: b}),
+                    _at(c, {i: baseline[f], j: baseline[h]}),
+                ]
+                if all(q in groups for q in four):
+                    quads.append([groups[q] for q in four])
+            k = len(quads)
+            gs = [g for q in quads for g in q]
+            coefs = [w / k for _ in quads for w in (1.0, -1.0, -1.0, 1.0)] if k else []
+            d = contrast(gs, coefs) if k else None
+            name, level = f"{f} x {h}", f"{a} x {b}"
+            inter.append(
+                Comparison("interaction", name, level, False, None, None, k, None, None, d, "")
+            )
+    means = {r.factor: ref for r in main + inter}
+    return _rederive(main, means, wide) + _rederive(inter, means, wide)
+
+
+def tables(
+    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+) -> tuple[dict[Cell, Selection], list[Comparison]]:
+    """Everything the tuned report shows: selections, tuned, fixed, and (factorial) main
+    effects and interactions."""
+    sel, rows = simple_tables(runs, factors, baseline, wide)
+    if len({setting_of(r) for r in runs}) <= 1:  # no grid: fixed would repeat tuned
+        rows = [r for r in rows if r.table != "fixed"]
+    if is_factorial(runs, factors, baseline):
+        rows += factorial_tables(runs, factors, baseline, wide)
+    return sel, rows

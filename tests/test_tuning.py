@@ -1,0 +1,559 @@
+"""Tuned reports: per-arm selection on validation, intervals, Holm, factorial effects.
+
+No training in the fast tier: sweeps are logged straight into a temporary SQLite store with
+MlflowClient (known validation accuracies, test errors and val/acc curves), and every
+interval is checked against scipy's own functions.
+"""
+
+import csv
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric
+from scipy import stats
+
+from lenet5.report import Run, main
+from lenet5.report.inference import contrast, holm, holm_levels
+from lenet5.report.nuisance import TAG
+from lenet5.report.tuning import factorial_tables, select, simple_tables
+
+FACTORS = ["activation", "pooling"]
+BASELINE = {"activation": "scaled_tanh", "pooling": "subsampling"}
+LRS = ["0.0003", "0.001", "0.003"]
+BASELINE_AB = {"A": "a0", "B": "b0"}
+
+
+def setting(lr: str) -> str:
+    return json.dumps({"optimizer.lr": lr})
+
+
+@pytest.fixture(scope="module")
+def uri(empty_store, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("store")
+    shutil.copyfile(empty_store, folder / "mlflow.db")  # a fresh store in milliseconds
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+_clock = itertools.count(1_700_000_000_000, 1000)
+
+
+def log_sweep(client, exp_name, tmp_path, jobs, factors=FACTORS, baseline=BASELINE):
+    """Parent + children: jobs are (levels, lr, seed, val_acc, test_error, val curve)."""
+    exp_id = client.create_experiment(exp_name, artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(
+        exp_id,
+        start_time=next(_clock),
+        tags={
+            "lenet5.role": "sweep",
+            "lenet5.sweep_id": f"{exp_name}-1",
+            "lenet5.study": exp_name,
+            "lenet5.factors": json.dumps(factors),
+            "lenet5.baseline": json.dumps(baseline),
+            "lenet5.expected_runs": str(len(jobs)),
+        },
+    )
+    for levels, lr, seed, val, err, curve in jobs:
+        tags = {
+            "mlflow.parentRunId": parent.info.run_id,
+            "lenet5.sweep_id": f"{exp_name}-1",
+            "lenet5.role": "trial",
+            **levels,
+            "seed": str(seed),
+        }
+        if lr is not None:
+            tags[TAG] = setting(lr)
+        run = client.create_run(exp_id, start_time=next(_clock), tags=tags)
+        rid = run.info.run_id
+        metrics = [Metric("test/error", err, 0, 0), Metric("final/val_acc", val, 0, 0)]
+        metrics += [Metric("val/acc", v, 0, 100 * (i + 1)) for i, v in enumerate(curve)]
+        client.log_batch(rid, metrics=metrics)
+        client.set_terminated(rid, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return exp_name
+
+
+# Validation accuracy per (arm, lr): the baseline is best at 1e-3, ReLU at 3e-4, max pooling
+# at 3e-3. At ReLU, 3e-3 has the single best run (0.999, seed 0) but not the best mean: the
+# selection must go by mean over seeds.
+VAL = {
+    ("scaled_tanh", "subsampling"): {"0.0003": 0.970, "0.001": 0.985, "0.003": 0.975},
+    ("relu", "subsampling"): {"0.0003": 0.984, "0.001": 0.978, "0.003": 0.960},
+    ("scaled_tanh", "max"): {"0.0003": 0.972, "0.001": 0.980, "0.003": 0.986},
+}
+# Test error: ReLU is much worse at the baseline's lr (1e-3) than at its own (3e-4).
+ERR = {
+    ("scaled_tanh", "subsampling"): {"0.0003": 0.030, "0.001": 0.015, "0.003": 0.025},
+    ("relu", "subsampling"): {"0.0003": 0.016, "0.001": 0.045, "0.003": 0.080},
+    ("scaled_tanh", "max"): {"0.0003": 0.028, "0.001": 0.020, "0.003": 0.013},
+}
+NOISE = {0: -0.002, 1: 0.0005, 2: 0.0015}
+
+
+def oat_jobs():
+    rng = np.random.default_rng(0)
+    jobs = []
+    for (act, pool), vals in VAL.items():
+        for lr, v in vals.items():
+            for seed in (0, 1, 2):
+                val = v + NOISE[seed]
+                if (act, lr) == ("relu", "0.003"):
+                    val = 0.999 if seed == 0 else 0.94
+                err = ERR[(act, pool)][lr] + NOISE[seed] / 2 + rng.normal(0, 0.001)
+                curve = [val - 0.05 + 0.01 * seed, val - 0.01, val]
+                jobs.append(({"activation": act, "pooling": pool}, lr, seed, val, err, curve))
+    return jobs
+
+
+def report(uri, exp, out) -> int:
+    return main(["--tracking-uri", uri, "--experiment", exp, "--out", str(out), "--no-log"])
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def oat(client, tmp_path_factory):
+    """One tuned one-at-a-time sweep for the tests that read it: (experiment, jobs)."""
+    jobs = oat_jobs()
+    return log_sweep(client, "oat_tuned", tmp_path_factory.mktemp("oat"), jobs), jobs
+
+
+def test_selection_on_mean_validation_and_tuned_vs_fixed_against_scipy(oat, uri, tmp_path, capsys):
+    exp, jobs = oat
+    assert report(uri, exp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    rows = read_csv(tmp_path / "out/report.csv")
+    assert all(v == v.strip() for r in rows for v in r.values())  # plain numbers, no padding
+    selected = {r["level"]: json.loads(r["setting"]) for r in rows if r["verdict"] == "selected"}
+    assert selected == {
+        "baseline": {"optimizer.lr": "0.001"},
+        "activation=relu": {"optimizer.lr": "0.0003"},  # not 3e-3, its single best run
+        "pooling=max": {"optimizer.lr": "0.003"},
+    }
+
+    def errs(act, pool, lr):
+        return {
+            s: 100 * e
+            for lv, r_lr, s, _, e, _ in jobs
+            if (lv["activation"], lv["pooling"], r_lr) == (act, pool, lr)
+        }
+
+    base = errs("scaled_tanh", "subsampling", "0.001")
+    arms = {
+        ("tuned", "relu"): errs("relu", "subsampling", "0.0003"),
+        ("tuned", "max"): errs("scaled_tanh", "max", "0.003"),
+        ("fixed", "relu"): errs("relu", "subsampling", "0.001"),
+        ("fixed", "max"): errs("scaled_tanh", "max", "0.001"),
+    }
+    for table in ("tuned", "fixed"):
+        got = {r["level"]: r for r in rows if r["table"] == table and r["is_baseline"] == "0"}
+        ps = {}
+        for level in ("relu", "max"):
+            a = [arms[(table, level)][s] for s in (0, 1, 2)]
+            b = [base[s] for s in (0, 1, 2)]
+            ref = stats.ttest_rel(a, b)  # same seeds on both sides: paired
+            row = got[level]
+            assert row["test"] == "paired t"
+            assert float(row["diff_pct"]) == pytest.approx(np.mean(a) - np.mean(b), rel=1e-5)
+            assert float(row["mean_error_pct"]) == pytest.approx(np.mean(a), rel=1e-5)
+            assert float(row["p"]) == pytest.approx(ref.pvalue, rel=1e-4)
+            ci = ref.confidence_interval(confidence_level=float(row["ci_level"]))
+            assert float(row["diff_low_pct"]) == pytest.approx(ci.low, rel=1e-4)
+            assert float(row["diff_high_pct"]) == pytest.approx(ci.high, rel=1e-4)
+            ps[level] = ref.pvalue
+        # Holm over the table's two comparisons, by hand.
+        lo, hi = sorted(ps, key=ps.get)
+        assert float(got[lo]["p_holm"]) == pytest.approx(min(1, 2 * ps[lo]), rel=1e-4)
+        assert float(got[hi]["p_holm"]) == pytest.approx(
+            max(min(1, 2 * ps[lo]), min(1, ps[hi])), rel=1e-4
+        )
+    # Holm-compatible intervals: one excludes 0 exactly where its adjusted p is below 0.05.
+    for r in rows:
+        if r["table"] in ("tuned", "fixed") and r["is_baseline"] == "0":
+            excludes = float(r["diff_low_pct"]) > 0 or float(r["diff_high_pct"]) < 0
+            assert excludes == (float(r["p_holm"]) < 0.05), r
+    # The verdict changes with tuning: ReLU's error is far higher at the baseline's lr.
+    tuned_relu = next(r for r in rows if r["table"] == "tuned" and r["level"] == "relu")
+    fixed_relu = next(r for r in rows if r["table"] == "fixed" and r["level"] == "relu")
+    assert float(fixed_relu["diff_pct"]) > 2.5 > abs(float(tuned_relu["diff_pct"]))
+    assert fixed_relu["verdict"] == "higher"
+    assert "Selection per arm" in text and "Tuned: each arm at its own" in text
+    assert "Fixed setting" in text and "lr=0.0003" in text
+    changed = [line for line in text.splitlines() if "changed by tuning" in line]
+    # Both flips are worse at the baseline's lr (ERR: +3 and +0.5 points), not at their own.
+    assert [line.split(":")[0].strip() for line in changed] == [
+        "activation=relu",
+        "pooling=max",
+    ]
+    assert all("at the baseline's setting higher" in line for line in changed)
+    assert (tmp_path / "out/report.png").stat().st_size > 10_000
+    assert "## Selection per arm" in (tmp_path / "out/report.md").read_text()
+
+
+def test_learning_curves_are_read_per_epoch(oat, uri):
+    from lenet5.report import collect, find_sweep, open_experiment
+    from lenet5.report.figure_tuned import arm_curves, band
+    from lenet5.report.store import curves
+
+    exp, jobs = oat
+    cl, e = open_experiment(uri, exp)
+    info = collect(cl, e, find_sweep(cl, e), uri)
+    hist = curves(cl, info.children)
+    series = arm_curves(info.children, hist, FACTORS, ("relu", "subsampling"), setting("0.0003"))
+    epochs, m, lo, hi = band(series)
+    want = np.array([j[5] for j in jobs if j[0]["activation"] == "relu" and j[1] == "0.0003"])
+    assert epochs == [1, 2, 3]
+    assert m == pytest.approx(100 * want.mean(axis=0))
+    assert lo == pytest.approx(100 * want.min(axis=0))
+    assert hi == pytest.approx(100 * want.max(axis=0))
+
+
+def test_paired_and_welch_intervals_equal_scipys():
+    a = [1.2, 1.9, 1.4, 1.7]
+    b = [1.0, 1.3, 1.5, 1.1]
+    paired = contrast(
+        [list(zip("0123", a, strict=True)), list(zip("0123", b, strict=True))], [1, -1], level=0.99
+    )
+    ref = stats.ttest_rel(a, b)
+    ci = ref.confidence_interval(confidence_level=0.99)
+    assert paired.paired and paired.n == "4 pairs"
+    assert (paired.low, paired.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert paired.p == pytest.approx(ref.pvalue, rel=1e-9)
+    # Different seeds (and sizes): independent groups, Welch.
+    c = [1.0, 1.3, 1.5]
+    welch = contrast([list(zip("0123", a, strict=True)), list(zip("456", c, strict=True))], [1, -1])
+    ref = stats.ttest_ind(a, c, equal_var=False)
+    ci = ref.confidence_interval(confidence_level=0.95)
+    assert not welch.paired and welch.n == "4+3"
+    assert (welch.low, welch.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert welch.p == pytest.approx(ref.pvalue, rel=1e-9)
+    # One run on a side: an estimate without an interval.
+    one = contrast([[("0", 1.0)], list(zip("456", c, strict=True))], [1, -1])
+    assert one.low is None and one.estimate == pytest.approx(1.0 - np.mean(c))
+
+
+def test_holm_against_a_hand_checked_example():
+    # m = 4. Sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> 0.06
+    # (adjusted p-values never decrease along the order).
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Levels: 0.005 < 0.05/4 and 0.01 < 0.05/3 rejected; 0.03 > 0.05/2 stops: 0.03 and 0.04
+    # get that level, 1 - 0.025, so their intervals contain 0 as Holm says.
+    assert holm_levels(p) == pytest.approx([1 - 0.05 / 3, 1 - 0.025, 1 - 0.025, 1 - 0.0125])
+
+
+def test_interaction_on_a_synthetic_2x2_with_a_known_interaction():
+    # Error in %: baseline 1.0, ReLU +1.0, max pooling +0.5, and together +1.5 more than the
+    # sum of the two (an interaction of 1.5 points); seed effects shared by the cells, and
+    # a small cell x seed noise.
+    rng = np.random.default_rng(3)
+    true = {("a0", "b0"): 1.0, ("a1", "b0"): 2.0, ("a0", "b1"): 1.5, ("a1", "b1"): 4.0}
+    seeds = range(5)
+    seed_effect = {s: rng.normal(0, 0.3) for s in seeds}
+    runs, table = [], {}
+    for (a, b), mu in true.items():
+        for s in seeds:
+            err = mu + seed_effect[s] + rng.normal(0, 0.05)
+            table[(a, b, s)] = err
+            runs.append(
+                Run(f"{a}{b}{s}", "r", "FINISHED", {"A": a, "B": b, "seed": str(s)}, err / 100)
+            )
+    rows = factorial_tables(runs, ["A", "B"], {"A": "a0", "B": "b0"})
+    (inter,) = [r for r in rows if r.table == "interaction"]
+    per_seed = [
+        table[("a1", "b1", s)]
+        - table[("a1", "b0", s)]
+        - table[("a0", "b1", s)]
+        + table[("a0", "b0", s)]
+        for s in seeds
+    ]
+    ref = stats.ttest_1samp(per_seed, 0.0)
+    ci = ref.confidence_interval(confidence_level=0.95)  # one interaction: Holm leaves 95%
+    d = inter.diff
+    assert inter.factor == "A x B" and inter.level == "a1 x b1" and d.paired
+    assert d.estimate == pytest.approx(np.mean(per_seed), rel=1e-9)
+    assert d.estimate == pytest.approx(1.5, abs=0.1)
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert inter.verdict == "higher"
+    # Main effect of A: averaged over B's two levels, per seed; two main effects -> Holm m=2.
+    main_a = next(r for r in rows if r.table == "main" and r.factor == "A")
+    per_seed_a = [
+        (
+            table[("a1", "b0", s)]
+            - table[("a0", "b0", s)]
+            + table[("a1", "b1", s)]
+            - table[("a0", "b1", s)]
+        )
+        / 2
+        for s in seeds
+    ]
+    assert main_a.diff.estimate == pytest.approx(np.mean(per_seed_a), rel=1e-9)
+    assert main_a.diff.estimate == pytest.approx(1.75, abs=0.1)
+    ci = stats.ttest_1samp(per_seed_a, 0.0).confidence_interval(main_a.diff.level)
+    assert main_a.diff.level in (pytest.approx(0.975), pytest.approx(0.95))
+    assert (main_a.diff.low, main_a.diff.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_too_wide_an_interval_is_flagged_and_n_is_stated():
+    # Two seeds, very noisy: the interval contains 0 and spans more than the baseline error.
+    runs = [
+        Run(f"{lvl}{s}", "r", "FINISHED", {"A": lvl, "seed": str(s)}, e / 100, val=0.9)
+        for lvl, s, e in [("a0", 0, 1.0), ("a0", 1, 1.2), ("a1", 0, 0.5), ("a1", 1, 2.1)]
+    ]
+    _, rows = simple_tables(runs, ["A"], {"A": "a0"})
+    (row,) = [r for r in rows if r.table == "tuned" and not r.is_baseline]
+    assert row.diff.low < 0 < row.diff.high
+    assert row.verdict == "too wide to conclude" and row.diff.n == "2 pairs" and row.n == 2
+
+
+def test_selection_ignores_unfinished_runs_and_breaks_no_ties_by_luck():
+    runs = [
+        Run("1", "r", "FINISHED", {"A": "a0", TAG: setting("0.001")}, 0.02, val=0.97),
+        Run("2", "r", "FAILED", {"A": "a0", TAG: setting("0.003")}, None, val=0.99),
+        Run("3", "r", "FINISHED", {"A": "a0", TAG: setting("0.0003")}, 0.03, val=0.96),
+    ]
+    (sel,) = select(runs, ["A"]).values()
+    assert sel.selected == setting("0.001") and setting("0.003") not in sel.by_setting
+    assert sel.by_setting[setting("0.0003")] == (pytest.approx(96.0), 1)
+    assert not math.isnan(sel.by_setting[sel.selected][0])
+
+
+USER_STUDY = """\
+# @package _global_
+defaults:
+  - override /model: paper
+study:
+  name: my_tuned
+  factors: [activation]
+  baseline: {activation: scaled_tanh}
+  nuisance: {data.batch_size: [32, 64]}
+hydra:
+  sweeper:
+    params:
+      model/activation: scaled_tanh,relu
+      %s
+      seed: 0,1
+"""
+
+
+def compose_study(tmp_path, sweep_values: str, *overrides: str):
+    """The config of `lenet5-train -m experiment=my_tuned ...` with a user's study file
+    outside the repo (hydra.searchpath), as the sweep callback sees it."""
+    from hydra import compose, initialize_config_dir
+
+    from lenet5.config import PROJECT_ROOT
+
+    (tmp_path / "experiment").mkdir(parents=True, exist_ok=True)
+    line = f"data.batch_size: {sweep_values}" if sweep_values else ""
+    (tmp_path / "experiment/my_tuned.yaml").write_text(USER_STUDY % line)
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
+        return compose(
+            "config",
+            [f"hydra.searchpath=[file://{tmp_path}]", "experiment=my_tuned", *overrides],
+            return_hydra_config=True,
+        )
+
+
+def test_a_users_nuisance_grid_is_checked_against_the_sweep_and_tagged(tmp_path):
+    from lenet5 import tracking
+    from lenet5.report.nuisance import check_grid, run_tags
+    from lenet5.runinfo import ui_tags
+    from lenet5.sweep import SweepFailed
+
+    cfg = compose_study(tmp_path, "32,64")
+    check_grid(cfg)  # as declared: accepted
+    check_grid(compose_study(tmp_path, "32,64", "data.batch_size=64"))  # a subset: scaled down
+    with pytest.raises(
+        SweepFailed, match=r"expands data.batch_size=32,128.*data.batch_size: 32,64"
+    ):
+        check_grid(compose_study(tmp_path, "32,128"))
+    with pytest.raises(
+        SweepFailed,
+        match=r"declares data.batch_size: \[32, 64\] but the sweep expands data.batch_size=32;",
+    ):
+        check_grid(compose_study(tmp_path, "32"))  # the file itself leaves 64 out
+    with pytest.raises(SweepFailed, match=r"data\.batch_size=16"):
+        check_grid(compose_study(tmp_path, "32,64", "data.batch_size=16"))  # outside the grid
+    job = compose_study(tmp_path, "32,64", "data.batch_size=32", "seed=1", "model/activation=relu")
+    assert run_tags(job) == {TAG: json.dumps({"data.batch_size": "32"})}
+    tags = tracking.tags_for({"model/activation": "relu"}, 1)
+    ui = ui_tags(job, tags, [], tracking.CHOICE_TAGS)
+    assert ui[TAG] == run_tags(job)[TAG]
+    assert ui["run_name"] == "act=relu\u00b7batch_size=32\u00b7s1"
+
+
+def test_a_grid_key_the_sweep_does_not_expand_is_refused(tmp_path):
+    from lenet5.report.nuisance import check_grid
+    from lenet5.sweep import SweepFailed
+
+    cfg = compose_study(tmp_path, "")
+    with pytest.raises(SweepFailed, match=r"does not expand data.batch_size: add"):
+        check_grid(cfg)
+
+
+def test_studies_without_a_grid_tag_nothing(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lenet5.config import PROJECT_ROOT
+    from lenet5.report.nuisance import check_grid, run_tags
+
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
+        cfg = compose("config", ["experiment=one_at_a_time"], return_hydra_config=True)
+    check_grid(cfg)
+    assert run_tags(cfg) == {}
+
+
+@pytest.mark.slow
+def test_a_users_study_with_its_own_grid_trains_and_reports_with_no_code(
+    new_store, tmp_path, capsys
+):
+    """`lenet5-train -m experiment=my_tuned` (a study file outside the repo, its own nuisance
+    grid on data.batch_size), then `lenet5-report`: 2 arms x 2 batch sizes x 2 seeds."""
+    import subprocess
+    import sys
+
+    store = new_store(tmp_path / "store", experiment="lenet5")
+    compose_study(tmp_path / "conf", "32,64")  # writes the study file
+    train = str(Path(sys.executable).with_name("lenet5-train"))
+    short = ["data.val_size=100", "trainer.max_epochs=2", "+trainer.limit_train_batches=3"]
+    quiet = ["trainer.enable_progress_bar=false", "mlflow.pictures=false", "mlflow.log_model=false"]
+    quiet.append("threads=1")  # two torch threads spin where the machine is busy
+    done = subprocess.run(
+        [
+            train,
+            "-m",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "experiment=my_tuned",
+            *short,
+            *quiet,
+            *store,
+            f"hydra.sweep.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = store[0].split("=", 1)[1]
+    assert main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-log"]) == 0
+    text = capsys.readouterr().out
+    assert "nuisance: data.batch_size" in text and "runs: 8 finished" in text
+    rows = read_csv(tmp_path / "out/report.csv")
+    selection = [r for r in rows if r["table"] == "selection"]
+    assert {(r["level"], json.loads(r["setting"])["data.batch_size"]) for r in selection} == {
+        (arm, bs) for arm in ("baseline", "activation=relu") for bs in ("32", "64")
+    }
+    assert all(int(r["n"]) == 2 for r in selection)
+    assert sum(r["verdict"] == "selected" for r in selection) == 2
+    tuned = [r for r in rows if r["table"] == "tuned" and r["is_baseline"] == "0"]
+    assert [r["level"] for r in tuned] == ["relu"] and tuned[0]["test"] == "paired t"
+    assert (tmp_path / "out/report.png").stat().st_size > 10_000
+
+
+def test_a_tuned_factorial_report_shows_selections_effects_and_interactions(tmp_path):
+    from lenet5.report.figure_tuned import write_tuned_chart
+    from lenet5.report.render_tuned import render_tuned_markdown, render_tuned_text
+    from lenet5.report.stats import counts
+    from lenet5.report.store import SweepInfo
+    from lenet5.report.tuning import tables
+
+    runs = []
+    for a, b, lr, s in itertools.product(("a0", "a1"), ("b0", "b1"), LRS, range(3)):
+        err = 0.01 * (1 + (a == "a1") + (a == "a1" and b == "b1")) + 0.001 * s
+        val = 0.98 - abs(LRS.index(lr) - (a == "a1")) * 0.01
+        tags = {"A": a, "B": b, "seed": str(s), TAG: setting(lr)}
+        runs.append(Run(f"{a}{b}{lr}{s}", "r", "FINISHED", tags, err, val=val))
+    info = SweepInfo(
+        "fact", "fact-1", "p", "FINISHED", "e", "sqlite://", ["A", "B"], BASELINE_AB,
+        runs, counts(runs, len(runs)),
+    )  # fmt: skip
+    sels, rows = tables(runs, ["A", "B"], BASELINE_AB)
+    assert {c: s.selected for c, s in sels.items()} == {
+        ("a0", "b0"): setting("0.0003"),
+        ("a0", "b1"): setting("0.0003"),
+        ("a1", "b0"): setting("0.001"),
+        ("a1", "b1"): setting("0.001"),
+    }
+    assert {r.table for r in rows} == {"tuned", "fixed", "main", "interaction"}
+    text = render_tuned_text(info, sels, rows)
+    for part in ("Selection per arm", "Main effects", "Two-way interactions", "A x B", "a1 x b1"):
+        assert part in text
+    # Holm's family is each table's: 2 levels in tuned, fixed and main; 1 interaction.
+    assert text.count("Holm-adjusted over the table's 2 comparisons:") == 3
+    assert text.count("Holm-adjusted over the table's 1 comparison:") == 1
+    assert "### A x B" in render_tuned_markdown(info, sels, rows)
+    write_tuned_chart(tmp_path / "f.png", info, sels, rows, {})  # no curves: still drawn
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_a_study_without_a_grid_keeps_its_chart_and_gains_learning_curves(tmp_path):
+    from lenet5.report import render
+    from lenet5.report.stats import counts, summarize
+    from lenet5.report.store import SweepInfo
+
+    runs, curves = [], {}
+    for act, s in itertools.product(("scaled_tanh", "relu"), range(3)):
+        rid = f"{act}{s}"
+        runs.append(Run(rid, rid, "FINISHED", {"activation": act, "seed": str(s)}, 0.02))
+        curves[rid] = [0.90 + 0.01 * s, 0.95 + 0.01 * s + (act == "relu") * 0.01]
+    info = SweepInfo(
+        "s", "s-1", "p", "FINISHED", "e", "sqlite://", ["activation"],
+        {"activation": "scaled_tanh"}, runs, counts(runs, 6),
+    )  # fmt: skip
+    rows = summarize(runs, ["activation"], {"activation": "scaled_tanh"})
+    fig = render.write_chart(tmp_path / "c.png", info, rows, curves)
+    (ax,) = [a for a in fig.axes if a.get_title().startswith("activation: validation")]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    assert lines["relu (n=3)"] == pytest.approx([91.0, 97.0])
+    assert lines["scaled_tanh (n=3)"] == pytest.approx([91.0, 96.0])
+    assert any(a.get_title() == "activation (simple)" for a in fig.axes)  # the error panel
+
+
+def test_tuned_flag_gives_a_factorial_without_a_grid_its_interactions(
+    client, uri, tmp_path, capsys
+):
+    jobs = []
+    for act, pool, s in itertools.product(("scaled_tanh", "relu"), ("subsampling", "max"), (0, 1)):
+        err = 0.01 + 0.01 * (act == "relu") * (1 + (pool == "max")) + 0.001 * s
+        jobs.append(({"activation": act, "pooling": pool}, None, s, 0.98, err, [0.9, 0.98]))
+    exp = log_sweep(client, "fact_plain", tmp_path, jobs)
+    argv = ["--tracking-uri", uri, "--experiment", exp, "--no-log"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    plain = capsys.readouterr().out
+    assert "interaction" not in plain and "Main effects" in plain  # as before, by default
+    assert main([*argv, "--out", str(tmp_path / "tuned"), "--tuned"]) == 0
+    text = capsys.readouterr().out
+    assert "nuisance: none" in text and "Fixed setting" not in text
+    rows = read_csv(tmp_path / "tuned/report.csv")
+    (inter,) = [r for r in rows if r["table"] == "interaction"]
+    # (relu,max) - (relu,sub) - (tanh,max) + (tanh,sub) = 2 - 1 - 0 + 0 points, per seed.
+    assert float(inter["diff_pct"]) == pytest.approx(1.0)
+    assert inter["test"] == "paired t" and inter["n_diff"] == "2 pairs"
+
+
+def test_the_shipped_tuned_study_expands_its_grid_with_the_arms_and_seeds():
+    from hydra import compose, initialize_config_dir
+
+    from lenet5.config import PROJECT_ROOT
+    from lenet5.report.nuisance import check_grid, grid
+    from lenet5.sweep import count_jobs
+
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
+        cfg = compose("config", ["experiment=one_at_a_time_tuned"], return_hydra_config=True)
+    check_grid(cfg)
+    assert grid(cfg) == {"optimizer.lr": ["0.0003", "0.001", "0.003"]}
+    assert count_jobs(cfg) == 5 * 3 * 3
