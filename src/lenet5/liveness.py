@@ -130,24 +130,8 @@ class Stale:
     reason: str
 
 
-def stale_runs(client, experiment_ids: list[str], stale_after: float = STALE_AFTER_S):
-    """The RUNNING runs of these experiments whose process is gone, oldest first."""
-    from mlflow.entities import ViewType
-
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            experiment_ids,
-            "attributes.status = 'RUNNING'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time ASC"],
-            page_token=token,
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
+def stale_runs(runs, stale_after: float = STALE_AFTER_S) -> list[Stale]:
+    """Those of `runs` (MLflow runs) that are RUNNING but whose process is gone."""
     now = time.time()
     found = []
     for run in runs:

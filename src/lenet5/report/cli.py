@@ -32,6 +32,7 @@ from lenet5.report.store import (
     find_sweep,
     open_experiment,
     retry,
+    search_all,
     tracking_uri,
     watch,
 )
@@ -108,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking_uri(args.tracking_uri)
     try:
         client, exp = open_experiment(uri, args.experiment)
-        stale = retry(stale_runs, client, [exp.experiment_id], args.stale_after)
+        running = search_all(
+            client,
+            exp.experiment_id,
+            "attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time ASC"],
+        )
+        stale = stale_runs(running, args.stale_after)
         if args.stale or args.reap:
             return orphans(client, exp, stale, args.reap)
         parent = find_sweep(client, exp, args.sweep_id, args.study)
