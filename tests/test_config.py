@@ -1,5 +1,7 @@
 """Every option of every config group composes and trains a step; bad configs are refused."""
 
+import sys
+
 import pytest
 import torch
 from config_options import COMPANIONS, all_options
@@ -93,6 +95,21 @@ def test_unknown_option_lists_the_valid_ones():
     message = str(err.value)
     for valid in ("scaled_tanh", "tanh", "relu", "sigmoid"):
         assert valid in message
+
+
+def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
+    from lenet5.cli import check_plugins, main
+
+    check_plugins(["-m", "hydra/launcher=slurm", "seed=0,1"])  # installed here: accepted
+    # As in a Python without the [slurm] extra: the plugin's import fails.
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher", None)
+    monkeypatch.setattr(sys, "argv", ["lenet5-train", "-m", "hydra/launcher=slurm", "seed=0,1"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: hydra/launcher=slurm needs Hydra's plugin hydra_plugins.")
+    assert line.endswith("install it with: pip install -e '.[slurm]' (from the lenet5 checkout)")
 
 
 @pytest.mark.parametrize(

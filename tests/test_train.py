@@ -1,5 +1,6 @@
 """A training run leaves a complete, truthful record in the MLflow store."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,8 @@ def test_cli_runs_and_records(quick, tmp_path, lenet5_train):
     rec = only_run(MlflowClient(uri), "lenet5")
     assert rec.info.status == "FINISHED" and rec.data.tags["head"] == "softmax"
     assert rec.data.metrics["n_params"] == 61_706  # modern LeNet-5: full C3 + linear head
+    if shutil.which("srun"):  # Slurm installed (CI installs it): no hint to launch with srun
+        assert "srun" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from lenet5.report import Run, main
@@ -462,6 +463,23 @@ def test_a_users_study_with_its_own_grid_trains_and_reports_with_no_code(
     tuned = [r for r in rows if r["table"] == "tuned" and r["is_baseline"] == "0"]
     assert [r["level"] for r in tuned] == ["relu"] and tuned[0]["test"] == "paired t"
     assert (tmp_path / "out/report.png").stat().st_size > 10_000
+    # Its saved view in the MLflow UI shows the nuisance key beside the factors, a column the
+    # trials fill (their flattened config) and an axis of the parallel-coordinates chart.
+    from lenet5.views import TAG_PREFIX
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("lenet5")
+    (record,) = [json.loads(v) for k, v in exp.tags.items() if k.startswith(TAG_PREFIX)]
+    state = json.loads(record["state"])
+    assert state["selectedColumns"][:3] == [
+        "params.`activation`",
+        "params.`data.batch_size`",
+        "params.`seed`",
+    ]
+    (parallel,) = [c for c in state["compareRunCharts"] if c["type"] == "PARALLEL"]
+    assert parallel["selectedParams"] == ["activation", "data.batch_size"]
+    trials = client.search_runs([exp.experiment_id], state["searchFilter"])
+    assert sorted(r.data.params["data.batch_size"] for r in trials) == ["32"] * 4 + ["64"] * 4
 
 
 def test_a_tuned_factorial_report_shows_selections_effects_and_interactions(tmp_path):
@@ -496,8 +514,15 @@ def test_a_tuned_factorial_report_shows_selections_effects_and_interactions(tmp_
     assert text.count("Holm-adjusted over the table's 2 comparisons:") == 3
     assert text.count("Holm-adjusted over the table's 1 comparison:") == 1
     assert "### A x B" in render_tuned_markdown(info, sels, rows)
-    write_tuned_chart(tmp_path / "f.png", info, sels, rows, {})  # no curves: still drawn
+    fig = write_tuned_chart(tmp_path / "f.png", info, sels, rows, {})  # no curves: drawn
     assert (tmp_path / "f.png").stat().st_size > 10_000
+    # The interaction plot: A's levels on x, a line per level of B, each cell's mean test error
+    # (%) at its selected setting; the lines' slopes differ by the interaction, 1.0.
+    (ax,) = [a for a in fig.axes if a.get_title().startswith("A x B: test error")]
+    assert "a1 x b1 interaction +1.00 [" in ax.get_title()
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    assert lines == {"B=b0": pytest.approx([1.1, 2.1]), "B=b1": pytest.approx([1.1, 3.1])}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a0", "a1"]
 
 
 def test_a_study_without_a_grid_keeps_its_chart_and_gains_learning_curves(tmp_path):
@@ -545,15 +570,26 @@ def test_tuned_flag_gives_a_factorial_without_a_grid_its_interactions(
     assert inter["test"] == "paired t" and inter["n_diff"] == "2 pairs"
 
 
-def test_the_shipped_tuned_study_expands_its_grid_with_the_arms_and_seeds():
+@pytest.mark.parametrize(
+    ("study", "arms", "factors"),
+    [
+        ("one_at_a_time_tuned", 5, ["activation", "pooling", "connectivity", "head"]),
+        ("activation_x_head_tuned", 4, ["activation", "head"]),
+        ("activation_x_init_tuned", 4, ["activation", "init"]),
+    ],
+)
+def test_the_shipped_tuned_studies_expand_their_grid_with_the_arms_and_seeds(study, arms, factors):
     from hydra import compose, initialize_config_dir
 
     from lenet5.config import PROJECT_ROOT
     from lenet5.report.nuisance import check_grid, grid
     from lenet5.sweep import count_jobs
+    from lenet5.tracking import CHOICE_TAGS
 
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
-        cfg = compose("config", ["experiment=one_at_a_time_tuned"], return_hydra_config=True)
+        cfg = compose("config", [f"experiment={study}"], return_hydra_config=True)
     check_grid(cfg)
     assert grid(cfg) == {"optimizer.lr": ["0.0003", "0.001", "0.003"]}
-    assert count_jobs(cfg) == 5 * 3 * 3
+    assert count_jobs(cfg) == arms * 3 * 3
+    assert list(cfg.study.factors) == factors
+    assert set(factors) <= set(CHOICE_TAGS.values())  # each factor is a tag the runs carry

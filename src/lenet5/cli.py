@@ -72,8 +72,43 @@ def run(overrides: list[str] = ()) -> float:
     return execute(cfg, choices, task)
 
 
+# Launcher options whose Hydra plugin comes with an optional extra: the plugin, the extra.
+# Without it Hydra answers that the option's own defaults cannot be found, naming no fix.
+PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Refuse, in one line naming the extra to install, a launcher whose plugin is absent."""
+    import importlib
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") != "hydra/launcher" or value not in PLUGINS:
+            continue
+        module, extra = PLUGINS[value]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UserError(
+                f"hydra/launcher={value} needs Hydra's plugin {module}, which this Python "
+                f"({sys.executable}) cannot import ({e}); install it with: "
+                f"pip install -e '.[{extra}]' (from the lenet5 checkout)"
+            ) from None
+
+
+def main() -> float:
+    """`lenet5-train`: Hydra's command line (`lenet5-train --help`), after checking that the
+    launcher asked for is installed."""
+    try:
+        check_plugins(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()

@@ -227,9 +227,11 @@ class MLflowSweep(Callback):
     def _view(self, client, cfg: DictConfig, describe: bool) -> None:
         """Save the sweep's view of the experiment and print its link (lenet5.views)."""
         from lenet5 import views
+        from lenet5.report.nuisance import grid
 
         assert self.state is not None
         self.state["view_factors"] = views.factors_of(cfg)  # kept for the update at the end
+        self.state["view_nuisance"] = list(grid(cfg))
         self.state["baseline"] = OmegaConf.to_container(cfg.study.baseline) or {}
         views.publish(client, self.state, describe=describe)
 

@@ -8,6 +8,7 @@ The run's MLflow record is `lenet5.tracking.tracked_run`'s; the command line is 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -106,6 +107,9 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        # Where Slurm is installed Lightning hints at every run to start it with `srun`, for
+        # multi-process jobs; a run here is one process on one device (config.validate).
+        warnings.filterwarnings("ignore", message="The `srun` command is available")
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         datamodule.setup()

@@ -3,9 +3,10 @@
 A saved view is the experiment tag `mlflow.sharedViewState.<key>` the UI itself writes from
 its "Views" menu (MLflow 3.17): a JSON record whose `state` holds the runs table's filter,
 sort, columns and the charts. The sweep's view selects its trials, shows every one of them
-(not the UI's first 10), puts each factor and the seed beside the final test error, sorted
-by it, and opens charts: the final test error per run (bars), parallel coordinates over the
-factors, and each run's difference from the baseline run.
+(not the UI's first 10), puts each factor, each nuisance key of a tuned study (e.g.
+`optimizer.lr`) and the seed beside the final test error, sorted by it, and opens charts: the
+final test error per run (bars), parallel coordinates over the factors and nuisance keys, and
+each run's difference from the baseline run.
 
 Every link opens the classic runs view (`?workflowType=machine_learning`): without it MLflow
 3.17 opens experiments in its GenAI view.
@@ -75,17 +76,20 @@ def _chart(kind: str, uuid: str, section: str, **fields) -> dict:
     }
 
 
-def view_state(sweep_id: str, factors: list[str], baseline_run_id: str | None) -> dict:
-    """The runs table and charts of a sweep's view (the UI's own state keys)."""
+def view_state(
+    sweep_id: str, factors: list[str], baseline_run_id: str | None, nuisance: list[str] = ()
+) -> dict:
+    """The runs table and charts of a sweep's view (the UI's own state keys); `nuisance`:
+    the study's nuisance keys, logged as params under their config keys."""
     section = "lenet5-study"
-    params = [*factors, "seed"]
+    params = [*factors, *nuisance, "seed"]
     charts = [
         _chart("BAR", "lenet5-bar", section, metricKey=ERROR, displayName="final test error"),
         _chart(
             "PARALLEL",
             "lenet5-parallel",
             section,
-            selectedParams=list(factors),
+            selectedParams=[*factors, *nuisance],
             selectedMetrics=[ERROR],
             showAllRuns=True,
         ),
@@ -132,7 +136,7 @@ def view_state(sweep_id: str, factors: list[str], baseline_run_id: str | None) -
 
 
 def write_view(
-    client, exp_id: str, sweep_id: str, study: str, factors: list[str], baseline_run_id=None
+    client, exp_id, sweep_id: str, study: str, factors: list[str], baseline_run_id=None, nuisance=()
 ) -> str:
     """Save (or update) the sweep's view as an experiment tag; returns its key."""
     key = view_key(sweep_id)
@@ -141,7 +145,7 @@ def write_view(
         "name": f"{study}: {sweep_id}",
         "createdAt": now,
         "updatedAt": now,
-        "state": json.dumps(view_state(sweep_id, factors, baseline_run_id)),
+        "state": json.dumps(view_state(sweep_id, factors, baseline_run_id, list(nuisance))),
     }
     client.set_experiment_tag(exp_id, TAG_PREFIX + key, json.dumps(record))
     return key
@@ -199,7 +203,8 @@ def publish(client, state: dict, describe: bool = False, final: bool = False) ->
 
     exp_id, sweep_id, study = state["experiment_id"], state["sweep_id"], state["study"]
     baseline = baseline_run(client, exp_id, sweep_id, state["baseline"]) if final else None
-    key = write_view(client, exp_id, sweep_id, study, state["view_factors"], baseline)
+    factors, nuisance = state["view_factors"], state.get("view_nuisance", [])
+    key = write_view(client, exp_id, sweep_id, study, factors, baseline, nuisance)
     link = runs_link(ui_base(state["tracking_uri"]), exp_id, key)
     if describe:
         describe_experiment(client, exp_id, sweep_id, study, link)

@@ -1,6 +1,7 @@
 """The figure of a tuned report: per factor, the test error of each level tuned and at the
 baseline's setting, and the learning curves (validation accuracy per epoch) of each level
-at its selected setting, mean over seeds with their range as a band."""
+at its selected setting, mean over seeds with their range as a band; for a factorial study,
+a row of interaction plots (the largest two-way interactions first)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from lenet5.report.nuisance import short
 from lenet5.report.stats import Run
 from lenet5.report.store import SweepInfo
-from lenet5.report.tuning import Comparison, Selection, cell_of, setting_of
+from lenet5.report.tuning import Comparison, Selection, cell_of, setting_of, tuned_groups
 
 
 def arm_curves(
@@ -49,8 +50,12 @@ def write_tuned_chart(
 
     factors = info.factors
     n = max(1, len(factors))
-    fig = Figure(figsize=(max(6.4, 3.4 * n), 7.2), layout="constrained")
-    grid = fig.subplots(2, n, squeeze=False)
+    inter = sorted(
+        (r for r in rows if r.table == "interaction" and r.diff is not None),
+        key=lambda r: -abs(r.diff.estimate),
+    )[:n]
+    fig = Figure(figsize=(max(6.4, 3.4 * n), 10.6 if inter else 7.2), layout="constrained")
+    grid = fig.subplots(3 if inter else 2, n, squeeze=False)
     base = tuple(info.baseline[f] for f in factors)
     for i, f in enumerate(factors):
         ax, cax = grid[0][i], grid[1][i]
@@ -96,6 +101,18 @@ def write_tuned_chart(
         draw_curves(cax, by, f"{f}: validation accuracy")
         if i == 0:
             cax.set_ylabel("val accuracy (%): mean, band min-max over seeds")
+    if inter:
+        groups = tuned_groups(info.children, factors, sels)
+        for ax in grid[2]:
+            ax.set_axis_off()
+        for ax, r in zip(grid[2], inter, strict=False):
+            f, h = r.factor.split(" x ")
+            draw_interaction(ax, interaction_means(groups, factors, f, h), info.baseline, f, h)
+            ax.set_title(
+                f"{r.factor}: test error (%), each cell tuned\n"
+                f"{r.level} interaction {r.diff.estimate:+.2f}" + _interval(r),
+                fontsize=9,
+            )
     fig.suptitle(
         f"study {info.study}, sweep {info.sweep_id}\neach arm at its selected nuisance setting "
         "(blue), and at the baseline's (grey); red: baseline",
@@ -103,6 +120,35 @@ def write_tuned_chart(
     )
     fig.savefig(path, dpi=110)
     return fig
+
+
+def _interval(r: Comparison) -> str:
+    low, high = r.diff.low, r.diff.high
+    return "" if low is None else f" [{low:+.2f}, {high:+.2f}] ({100 * r.diff.level:.1f}%)"
+
+
+def interaction_means(groups, factors: list[str], f: str, h: str) -> dict[str, dict[str, float]]:
+    """h's level -> f's level -> mean test error (%) of the runs of the cells at those
+    levels, each cell at its selected setting (the other factors' cells pooled)."""
+    i, j = factors.index(f), factors.index(h)
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for cell, runs in groups.items():
+        pooled.setdefault(cell[j], {}).setdefault(cell[i], []).extend(v for _, v in runs)
+    return {b: {a: sum(v) / len(v) for a, v in by.items()} for b, by in pooled.items()}
+
+
+def draw_interaction(ax, means, baseline: dict[str, str], f: str, h: str) -> None:
+    """f's levels on x (baseline first), a line per level of h: parallel lines, no interaction."""
+    ax.set_axis_on()
+    xs = sorted({a for by in means.values() for a in by}, key=lambda a: (a != baseline[f], a))
+    for b in sorted(means, key=lambda b: (b != baseline[h], b)):
+        pts = [(x, means[b][a]) for x, a in enumerate(xs) if a in means[b]]
+        ax.plot(*zip(*pts, strict=True), marker="o", label=f"{h}={b}")
+    ax.set_xticks(range(len(xs)), xs, fontsize=8)
+    ax.set_xlim(-0.4, len(xs) - 0.6)
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def draw_curves(ax, series_by_label: dict[str, list[list[float]]], title: str) -> None:

@@ -155,7 +155,8 @@ def simple_tables(
     return sel, rows
 
 
-def _tuned_groups(runs, factors, sel) -> dict[Cell, Group]:
+def tuned_groups(runs, factors, sel) -> dict[Cell, Group]:
+    """Each cell's runs at its selected setting."""
     return {
         c: group(runs, factors, c, s.selected) for c, s in sel.items() if s.selected is not None
     }
@@ -172,7 +173,7 @@ def factorial_tables(
     """Main effects and two-way interactions, each cell at its own selected setting; a
     contrast uses the cells present on every side (matched over the other factors)."""
     sel = select(runs, factors)
-    groups = _tuned_groups(runs, factors, sel)
+    groups = tuned_groups(runs, factors, sel)
     idx = {f: i for i, f in enumerate(factors)}
     levels = {f: sorted({c[idx[f]] for c in groups} | {baseline[f]}) for f in factors}
     base_all = [v for c, g in groups.items() for _, v in g]
