@@ -184,3 +184,16 @@ def test_a_server_with_logins_refuses_a_wrong_password_and_records_no_secret(
             assert not [r for r in recorded if password in r]
         finally:
             del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_a_run_logs_straight_to_a_postgresql_store_without_a_server(quick, tmp_path):
+    """A database URI other than SQLite is MLflow's to open: no server check, no login."""
+    from lenet5.cli import run
+
+    with postgres() as backend:
+        overrides = [f"mlflow.tracking_uri={backend}", f"mlflow.artifact_root={tmp_path}/art"]
+        error = run([*quick, *overrides, "mlflow.experiment_name=direct"])
+        client = MlflowClient(backend)
+        (rec,) = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
+        assert rec.info.status == "FINISHED" and 0.0 <= error <= 1.0
+        assert rec.data.metrics["final/test_error"] == pytest.approx(error, abs=1e-4)

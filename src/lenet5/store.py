@@ -238,6 +238,6 @@ def client_for(tracking_uri: str, write: bool = True):
         if check_store(db, write) != _revisions()[0]:
             with store_lock(tracking_uri):  # constructing the client creates or migrates it
                 return MlflowClient(tracking_uri=tracking_uri)
-    else:
-        check_server(tracking_uri)
+    elif urlparse(tracking_uri).scheme in ("http", "https"):
+        check_server(tracking_uri)  # other stores (postgresql://, file:) are MLflow's to open
     return MlflowClient(tracking_uri=tracking_uri)
