@@ -10,7 +10,7 @@ from pathlib import Path
 from lenet5.report.nuisance import short
 from lenet5.report.stats import Run
 from lenet5.report.store import SweepInfo
-from lenet5.report.tuning import Comparison, Selection, cell_of, setting_of, tuned_groups
+from lenet5.report.tuning import Comparison, Selection, arm_cell, arm_runs, tuned_groups
 
 
 def arm_curves(
@@ -19,11 +19,8 @@ def arm_curves(
     """The validation-accuracy curves (%) of the arm's runs at `setting`."""
     return [
         [100 * v for v in curves[r.run_id]]
-        for r in runs
-        if r.done
-        and cell_of(r, factors) == cell
-        and setting_of(r) == setting
-        and curves.get(r.run_id)
+        for r in arm_runs(runs, factors, cell, setting)
+        if curves.get(r.run_id)
     ]
 
 
@@ -56,7 +53,6 @@ def write_tuned_chart(
     )[:n]
     fig = Figure(figsize=(max(6.4, 3.4 * n), 10.6 if inter else 7.2), layout="constrained")
     grid = fig.subplots(3 if inter else 2, n, squeeze=False)
-    base = tuple(info.baseline[f] for f in factors)
     for i, f in enumerate(factors):
         ax, cax = grid[0][i], grid[1][i]
         tuned = [r for r in rows if r.table == "tuned" and r.factor == f]
@@ -90,11 +86,7 @@ def write_tuned_chart(
             ax.legend(fontsize=7)
         by = {}
         for r in tuned:
-            cell = (
-                base
-                if r.is_baseline
-                else tuple(r.level if g == f else info.baseline[g] for g in factors)
-            )
+            cell = arm_cell(factors, info.baseline, f, r.level)  # a baseline row: the baseline
             sel = sels.get(cell)
             label = f"{r.level} ({short(sel.selected) if sel else '-'})"
             by[label] = arm_curves(info.children, curves, factors, cell, sel and sel.selected)
@@ -185,7 +177,7 @@ def simple_curves(subfig, info: SweepInfo, curves, cols: int, panel_rows: int) -
         levels = sorted({r.tags.get(f) for r in info.children if r.tags.get(f)})
         by = {}
         for lvl in levels:
-            cell = tuple(lvl if g == f else info.baseline[g] for g in factors)
+            cell = arm_cell(factors, info.baseline, f, lvl)
             by[lvl] = arm_curves(info.children, curves, factors, cell, "")
         draw_curves(ax, by, f"{f}: validation accuracy (%)")
         if i % cols == 0:

@@ -30,10 +30,25 @@ CSV_COLUMNS = [
 ]
 
 
-def _num(x: float | None, signed: bool = False) -> str:
+def _num(x: float | None, signed: bool = False, digits: int = 2) -> str:
     if x is None:
         return "n/a"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def aligned(tables: list[list[list[str]]]) -> list[str]:
+    """Text tables with one set of column widths, so that tables printed one under another
+    line up: the first column left-aligned, the numbers right-aligned (their decimals line
+    up); a blank line after each table."""
+    lines = [line for table in tables for line in table]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for table in tables:
+        for line in table:
+            rest = [cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True)]
+            out.append("  " + "  ".join([line[0].ljust(widths[0]), *rest]).rstrip())
+        out.append("")
+    return out
 
 
 def _cells(row: Row) -> list[str]:
@@ -106,16 +121,7 @@ def render_text(info: SweepInfo, rows: list[Row]) -> str:
         tables.setdefault(section, []).append([_table_header(factor), *(_cells(r) for r in block)])
     for section, section_tables in tables.items():
         out += [SECTIONS[section] + ", test error in %:", ""]
-        # One set of column widths per section, so the factors' tables line up.
-        lines = [line for table in section_tables for line in table]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        for table in section_tables:
-            for line in table:
-                # Level left-aligned, numbers right-aligned so the decimals line up.
-                first = line[0].ljust(widths[0])
-                rest = [cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True)]
-                out.append("  " + "  ".join([first, *rest]).rstrip())
-            out.append("")
+        out += aligned(section_tables)  # one set of widths per section: the factors line up
     if not rows:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from lenet5.report.nuisance import short
-from lenet5.report.render import _problem_lines, header_lines
+from lenet5.report.render import _num, _problem_lines, aligned, header_lines
 from lenet5.report.store import SweepInfo
 from lenet5.report.tuning import Cell, Comparison, Selection
 
@@ -49,12 +49,6 @@ def _title(table: str, sels) -> str:
     return TITLES[table]
 
 
-def _f(x, signed=False, digits=2) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
 def arm_name(cell: Cell, factors: list[str], baseline: dict[str, str]) -> str:
     off = [f"{f}={lvl}" for f, lvl in zip(factors, cell, strict=True) if lvl != baseline[f]]
     return ", ".join(off) or "baseline"
@@ -75,7 +69,7 @@ def selection_table(sels, factors, baseline) -> list[list[str]]:
         for s in settings:
             v, n = sel.by_setting.get(s, (None, 0))
             mark = "*" if s == sel.selected else " "
-            cells.append(f"{_f(v)} ({n}){mark}")
+            cells.append(f"{_num(v)} ({n}){mark}")
         best = sel.by_setting.get(sel.selected, (None, 0))[0]
         ties = [s for s, (v, _) in sel.by_setting.items() if v is not None and v == best]
         tie = f" (tie of {len(ties)})" if len(ties) > 1 else ""
@@ -91,7 +85,7 @@ def _ci(r: Comparison) -> tuple[str, str, str, str]:
         return "n/a", "n/a", "n/a", "n/a"
     ci = "n/a" if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
     level = "n/a" if d.low is None else f"{100 * d.level:.1f}%"
-    return _f(d.estimate, signed=True), ci, level, f"{d.test} ({d.n})"
+    return _num(d.estimate, signed=True), ci, level, f"{d.test} ({d.n})"
 
 
 def arm_lines(block: list[Comparison], factor: str) -> list[list[str]]:
@@ -99,16 +93,16 @@ def arm_lines(block: list[Comparison], factor: str) -> list[list[str]]:
     lines = [[*head, "test (n)", "p Holm", "verdict"]]
     for r in block:
         diff, ci, level, test = _ci(r)
-        p = "-" if r.is_baseline else _f(r.diff.p_adj if r.diff else None, digits=3)
+        p = "-" if r.is_baseline else _num(r.diff.p_adj if r.diff else None, digits=3)
         lvl = f"{r.level} (baseline)" if r.is_baseline else r.level
         lines.append(
             [
                 lvl,
                 short(r.setting),
-                _f(r.val),
+                _num(r.val),
                 str(r.n),
-                _f(r.mean),
-                _f(r.std),
+                _num(r.mean),
+                _num(r.std),
                 diff,
                 ci,
                 level,
@@ -124,7 +118,7 @@ def effect_lines(block: list[Comparison], factor: str) -> list[list[str]]:
     lines = [[factor, "cells", "effect %", "CI (Holm)", "level", "test (n)", "p Holm", "verdict"]]
     for r in block:
         diff, ci, level, test = _ci(r)
-        p = _f(r.diff.p_adj if r.diff else None, digits=3)
+        p = _num(r.diff.p_adj if r.diff else None, digits=3)
         lines.append([r.level, str(r.n), diff, ci, level, test, p, r.verdict])
     return lines
 
@@ -141,18 +135,6 @@ def _blocks(rows: list[Comparison]):
 
 def _table(table: str, factor: str, block: list[Comparison]) -> list[list[str]]:
     return (arm_lines if table in ("tuned", "fixed") else effect_lines)(block, factor)
-
-
-def _aligned(tables: list[list[list[str]]]) -> list[str]:
-    lines = [line for t in tables for line in t]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = []
-    for t in tables:
-        for line in t:
-            rest = [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
-            out.append("  " + "  ".join([line[0].ljust(widths[0]), *rest]).rstrip())
-        out.append("")
-    return out
 
 
 def _comparisons(block_map, table) -> int:
@@ -182,7 +164,7 @@ def verdict_lines(rows: list[Comparison]) -> list[str]:
         f = fixed.get((r.factor, r.level))
         if r.table != "tuned" or r.is_baseline or f is None:
             continue
-        est = [_f(x.diff.estimate if x.diff else None, signed=True) for x in (r, f)]
+        est = [_num(x.diff.estimate if x.diff else None, signed=True) for x in (r, f)]
         changed = "  <- changed by tuning" if r.verdict != f.verdict else ""
         out.append(
             f"  {r.factor}={r.level}: tuned {r.verdict} ({est[0]}), at the baseline's setting "
@@ -202,7 +184,7 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         out += ["Failed or incomplete runs (excluded from the statistics):"]
         out += [f"  {p}" for p in problems] + [""]
     out += ["Selection per arm: mean validation accuracy in % (runs), * selected:", ""]
-    out += _aligned([selection_table(sels, info.factors, info.baseline)])
+    out += aligned([selection_table(sels, info.factors, info.baseline)])
     tables = _blocks(rows)
     for table, blocks in tables.items():
         m = _comparisons(tables, table)
@@ -211,7 +193,7 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
             f"Holm-adjusted over the table's {m} comparison{'s' * (m != 1)}:",
             "",
         ]
-        out += _aligned([_table(table, f, b) for f, b in blocks])
+        out += aligned([_table(table, f, b) for f, b in blocks])
     out += verdict_lines(rows)
     if not rows:
         out.append("no runs to compare yet")

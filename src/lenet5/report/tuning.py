@@ -16,7 +16,7 @@ Tables (errors and differences in %, intervals from `inference`, Holm within eac
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import mean, stdev
 
 from lenet5.report.inference import Contrast, Group, adjust, contrast, verdict
@@ -64,6 +64,11 @@ def cell_of(run: Run, factors: list[str]) -> Cell:
     return tuple(run.tags.get(f, "?") for f in factors)
 
 
+def arm_cell(factors: list[str], baseline: dict[str, str], factor: str, level: str) -> Cell:
+    """The cell of a simple effect: `factor` at `level`, the others at the baseline."""
+    return tuple(level if f == factor else baseline[f] for f in factors)
+
+
 def select(runs: list[Run], factors: list[str]) -> dict[Cell, Selection]:
     """Per arm, the setting with the best mean validation accuracy over its seeds (ties: the
     one with more runs, then the first by name). Only FINISHED runs with a test error count."""
@@ -84,16 +89,21 @@ def select(runs: list[Run], factors: list[str]) -> dict[Cell, Selection]:
     return out
 
 
+def arm_runs(runs: list[Run], factors: list[str], cell: Cell, setting: str | None) -> list[Run]:
+    """The arm's finished runs at `setting`."""
+    return [r for r in runs if r.done and cell_of(r, factors) == cell and setting_of(r) == setting]
+
+
 def group(runs: list[Run], factors: list[str], cell: Cell, setting: str | None) -> Group:
     """(seed, test error %) of the arm's runs at `setting`."""
     return [
         (r.tags.get("seed", r.run_id), 100 * r.error)
-        for r in runs
-        if r.done and cell_of(r, factors) == cell and setting_of(r) == setting
+        for r in arm_runs(runs, factors, cell, setting)
     ]
 
 
-def _row(table, factor, level, is_base, g: Group, sel, setting, diff, base_mean, wide):
+def _row(table, factor, level, is_base, g: Group, sel, setting, diff):
+    """A table's row before adjustment: its verdict comes with the Holm interval."""
     vals = [v for _, v in g]
     val = sel.by_setting.get(setting, (None, 0))[0] if sel and setting is not None else None
     return Comparison(
@@ -107,20 +117,20 @@ def _row(table, factor, level, is_base, g: Group, sel, setting, diff, base_mean,
         mean=mean(vals) if vals else None,
         std=stdev(vals) if len(vals) > 1 else None,
         diff=diff,
-        verdict="-" if is_base else verdict(diff, base_mean, wide),
+        verdict="-" if is_base else "",
     )
 
 
-def _rederive(rows: list[Comparison], base_means: dict[str, float | None], wide: float):
-    """The table's rows with Holm-adjusted intervals and the verdicts they give."""
+def _rederive(rows: list[Comparison], base_mean: float | None, wide: float):
+    """The table's rows with Holm-adjusted intervals and the verdicts they give (`too wide`
+    judged against the baseline's mean error)."""
     adjusted = adjust([r.diff if not r.is_baseline else None for r in rows])
     out = []
     for r, d in zip(rows, adjusted, strict=True):
         if r.is_baseline:
             out.append(r)
             continue
-        v = verdict(d, base_means.get(r.factor), wide)
-        out.append(Comparison(**{**r.__dict__, "diff": d, "verdict": v}))
+        out.append(replace(r, diff=d, verdict=verdict(d, base_mean, wide)))
     return out
 
 
@@ -131,27 +141,24 @@ def simple_tables(
     sel = select(runs, factors)
     base = tuple(baseline[f] for f in factors)
     base_setting = sel[base].selected if base in sel else None
+    g0 = group(runs, factors, base, base_setting)
+    base_mean = mean(v for _, v in g0) if g0 else None
     rows: list[Comparison] = []
     for table in ("tuned", "fixed"):
-        block, means = [], {}
-        g0 = group(runs, factors, base, base_setting)
-        base_mean = mean(v for _, v in g0) if g0 else None
+        block = []
         for f in factors:
             levels = sorted({r.tags.get(f) for r in runs if r.tags.get(f)} | {baseline[f]})
-            means[f] = base_mean
-            block.append(
-                _row(table, f, baseline[f], True, g0, sel.get(base), base_setting, None, None, 0)
-            )
+            block.append(_row(table, f, baseline[f], True, g0, sel.get(base), base_setting, None))
             for lvl in levels:
                 if lvl == baseline[f]:
                     continue
-                cell = tuple(lvl if g == f else baseline[g] for g in factors)
+                cell = arm_cell(factors, baseline, f, lvl)
                 s = sel.get(cell)
                 setting = (s.selected if s else None) if table == "tuned" else base_setting
                 g = group(runs, factors, cell, setting)
                 diff = contrast([g, g0], [1.0, -1.0])
-                block.append(_row(table, f, lvl, False, g, s, setting, diff, base_mean, wide))
-        rows += _rederive(block, means, wide)
+                block.append(_row(table, f, lvl, False, g, s, setting, diff))
+        rows += _rederive(block, base_mean, wide)
     return sel, rows
 
 
@@ -168,11 +175,12 @@ def _at(cell: Cell, levels: dict[int, str]) -> Cell:
 
 
 def factorial_tables(
-    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5, sel=None
 ) -> list[Comparison]:
-    """Main effects and two-way interactions, each cell at its own selected setting; a
-    contrast uses the cells present on every side (matched over the other factors)."""
-    sel = select(runs, factors)
+    """Main effects and two-way interactions, each cell at its own selected setting (`sel`:
+    the selections, where the caller has them); a contrast uses the cells present on every
+    side (matched over the other factors)."""
+    sel = select(runs, factors) if sel is None else sel
     groups = tuned_groups(runs, factors, sel)
     idx = {f: i for i, f in enumerate(factors)}
     levels = {f: sorted({c[idx[f]] for c in groups} | {baseline[f]}) for f in factors}
@@ -218,8 +226,7 @@ def factorial_tables(
             inter.append(
                 Comparison("interaction", name, level, False, None, None, k, None, None, d, "")
             )
-    means = {r.factor: ref for r in main + inter}
-    return _rederive(main, means, wide) + _rederive(inter, means, wide)
+    return _rederive(main, ref, wide) + _rederive(inter, ref, wide)
 
 
 def tables(
@@ -231,5 +238,5 @@ def tables(
     if len({setting_of(r) for r in runs}) <= 1:  # no grid: fixed would repeat tuned
         rows = [r for r in rows if r.table != "fixed"]
     if is_factorial(runs, factors, baseline):
-        rows += factorial_tables(runs, factors, baseline, wide)
+        rows += factorial_tables(runs, factors, baseline, wide, sel)
     return sel, rows
