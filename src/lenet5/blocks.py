@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet5.config import ConfigError
+from lenet5.config import ConfigError, hydra_node
 
 
 @dataclass(frozen=True)
@@ -85,19 +85,10 @@ SLOTS = {
 }
 
 
-def _hydra(cfg: DictConfig | None) -> DictConfig | None:
-    """The `hydra` node of the composition that made `cfg` (itself, or the registered one)."""
-    if cfg is not None and "hydra" in cfg:
-        return cfg.hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
 def where(group: str, cfg: DictConfig | None = None) -> str:
     """`group=option (the option file)`, and the command-line overrides that changed its
     node: where to look for what an error names."""
-    hc = _hydra(cfg)
+    hc = hydra_node(cfg)
     if hc is None:
         return group
     option = hc.runtime.choices.get(group)

@@ -167,7 +167,7 @@ def names_as_typed(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     from omegaconf import open_dict, read_write
 
     if overrides is None:
-        hc = cfg.hydra if "hydra" in cfg else _registered_hydra()
+        hc = hydra_node(cfg)
         overrides = list(hc.overrides.task) if hc is not None else []
     typed = _typed(overrides)
 
@@ -201,7 +201,10 @@ def names_as_typed(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     return cfg
 
 
-def _registered_hydra() -> DictConfig | None:
+def hydra_node(cfg: DictConfig | None) -> DictConfig | None:
+    """The `hydra` node of the composition that made `cfg` (itself, or the registered one)."""
+    if cfg is not None and "hydra" in cfg:
+        return cfg.hydra
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get() if HydraConfig.initialized() else None

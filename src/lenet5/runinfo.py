@@ -21,20 +21,14 @@ from lenet5.config import PROJECT_ROOT
 
 log = logging.getLogger("lenet5")
 
-# Short forms of the design choices in run names (tag -> prefix).
+# Short forms of the design choices in run names (tag -> prefix); a tag not here is its own.
 SHORT = {
     "activation": "act",
     "pooling": "pool",
     "connectivity": "c3",
-    "head": "head",
-    "loss": "loss",
-    "init": "init",
     "optimizer": "opt",
     "scheduler": "sched",
-    "data": "data",
     "augment": "aug",
-    "recipe": "recipe",
-    "norm": "norm",
     "dropout": "drop",
 }
 # One colour per preset in the runs table and the charts (mlflow.runColor).
@@ -167,13 +161,6 @@ def ui_tags(cfg: DictConfig, tags: dict[str, str], overrides: list[str], groups)
         "mlflow.note.content": description(cfg, tags),
         **extra,  # lenet5.nuisance: the run's nuisance values (lenet5-report tunes per arm)
     }
-
-
-def factor_params(tags: dict[str, str], groups: dict[str, str]) -> dict[str, str]:
-    """Each design choice (and the seed) as a short param, `activation=relu`: what the
-    parallel-coordinates chart and Group-by can use (they offer params, not tags)."""
-    names = {*groups.values(), "seed"}
-    return {k: v for k, v in tags.items() if k in names}
 
 
 def log_datasets(client, run_id: str, datamodule, name: str, source: str | None) -> None:

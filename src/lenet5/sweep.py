@@ -247,9 +247,11 @@ class MLflowSweep(Callback):
             "resumed": resumed,
         }
         os.environ[ENV] = json.dumps(self.state)
-        from lenet5.liveness import Heartbeat
+        from lenet5.liveness import HEARTBEAT_S, Heartbeat
 
-        self.heartbeat = Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)).start()
+        self.heartbeat = Heartbeat(
+            client, run_id, cfg.mlflow.get("heartbeat_s", HEARTBEAT_S)
+        ).start()
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         atexit.register(self._close, "KILLED")

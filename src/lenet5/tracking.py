@@ -139,7 +139,8 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     client = client_for(cfg.mlflow.tracking_uri)
     try:
         exp_id = ensure_experiment(client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
-        tags = {**tags_for(choices, cfg.seed), **(extra_tags or {})}
+        choice = tags_for(choices, cfg.seed)
+        tags = {**choice, **(extra_tags or {})}
         tags["lenet5.config_hash"] = config_hash(cfg)
         ui = runinfo.ui_tags(cfg, tags, command_overrides(), CHOICE_TAGS)
         name = ui.pop("run_name")
@@ -152,8 +153,9 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
             f"cannot open or write the MLflow store {cfg.mlflow.tracking_uri}: {e}. Point "
             "mlflow.tracking_uri=... (or MLFLOW_TRACKING_URI) at a writable location."
         ) from e
-    # A short param per design choice (activation=relu): what the UI's charts can use.
-    flat = {**flatten(cfg), **runinfo.factor_params(tags, CHOICE_TAGS)}
+    # A short param per design choice and the seed (activation=relu), as their tags: the UI's
+    # parallel-coordinates chart and Group-by offer params, not tags.
+    flat = {**flatten(cfg), **choice}
     params = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[i : i + 100])
@@ -253,7 +255,7 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
                 Path(tmp, "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
                 client.log_artifacts(run_id, tmp)
         with (
-            liveness.Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", 60)),
+            liveness.Heartbeat(client, run_id, cfg.mlflow.get("heartbeat_s", liveness.HEARTBEAT_S)),
             runinfo.system_metrics(cfg, run_id),
         ):
             yield TrackedRun(

@@ -136,7 +136,13 @@ def view_state(
 
 
 def write_view(
-    client, exp_id, sweep_id: str, study: str, factors: list[str], baseline_run_id=None, nuisance=()
+    client,
+    exp_id: str,
+    sweep_id: str,
+    study: str,
+    factors: list[str],
+    baseline_run_id: str | None = None,
+    nuisance: list[str] = (),
 ) -> str:
     """Save (or update) the sweep's view as an experiment tag; returns its key."""
     key = view_key(sweep_id)
