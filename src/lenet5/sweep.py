@@ -115,17 +115,22 @@ def sweep_key(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def overrides_of(cfg: DictConfig) -> dict[str, tuple[Any, bool]]:
+    """Each key the command line or the study's sweep (`hydra.sweeper.params`) sets -> (the
+    override that counts, set on the command line?): the command line wins, as in Hydra."""
+    params = cfg.hydra.sweeper.get("params") or {}
+    task = list(cfg.hydra.overrides.task)
+    args = [*task, *(f"{k}={v}" for k, v in params.items())]
+    out: dict[str, tuple[Any, bool]] = {}
+    for i, override in enumerate(OverridesParser.create().parse_overrides(args)):
+        out.setdefault(override.get_key_element(), (override, i < len(task)))
+    return out
+
+
 def count_jobs(cfg: DictConfig) -> int:
     """Jobs in the sweep: the product of the sweep values of every override."""
-    params = cfg.hydra.sweeper.get("params") or {}
-    args = [*cfg.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
     total = 1
-    seen: set[str] = set()
-    for override in OverridesParser.create().parse_overrides(args):
-        key = override.get_key_element()
-        if key in seen:  # the command line wins over the study file, as in Hydra
-            continue
-        seen.add(key)
+    for override, _ in overrides_of(cfg).values():
         if override.is_sweep_override():
             total *= len(list(override.sweep_string_iterator()))
     return total

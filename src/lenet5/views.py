@@ -188,17 +188,10 @@ def factors_of(cfg) -> list[str]:
     """The study's factors; for a sweep without a study, the design choices it sweeps."""
     if cfg.study.factors:
         return [str(f) for f in cfg.study.factors]
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    from lenet5.sweep import overrides_of
     from lenet5.tracking import CHOICE_TAGS
 
-    params = cfg.hydra.sweeper.get("params") or {}
-    args = [*cfg.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
-    swept = [
-        o.get_key_element().lstrip("+~")
-        for o in OverridesParser.create().parse_overrides(args)
-        if o.is_sweep_override()
-    ]
+    swept = [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
     return list(dict.fromkeys(CHOICE_TAGS[k] for k in swept if k in CHOICE_TAGS))
 
 

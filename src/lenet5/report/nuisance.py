@@ -52,23 +52,15 @@ def grid(cfg: DictConfig) -> dict[str, list[str]]:
 
 def _swept(cfg: DictConfig) -> dict[str, tuple[list[str], bool]]:
     """key -> (its sweep values, set on the command line?), the command line winning."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from lenet5.sweep import overrides_of
 
-    params = cfg.hydra.sweeper.get("params") or {}
-    task = list(cfg.hydra.overrides.task)
     out: dict[str, tuple[list[str], bool]] = {}
-    parser = OverridesParser.create()
-    for i, override in enumerate(
-        parser.parse_overrides([*task, *(f"{k}={v}" for k, v in params.items())])
-    ):
-        key = override.get_key_element()
-        if key in out:
-            continue
+    for key, (override, typed) in overrides_of(cfg).items():
         if override.is_sweep_override():
             values = [_norm(v) for v in override.sweep_string_iterator()]
         else:
             values = [_norm(override.get_value_element_as_str())]
-        out[key] = (values, i < len(task))
+        out[key] = (values, typed)
     return out
 
 
