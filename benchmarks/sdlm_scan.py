@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from lenet5.cli import compose
-from lenet5.data import TensorBatches
-from lenet5.train import build_module
+from lenet5.cli.train import compose
+from lenet5.data.datamodule import TensorBatches
+from lenet5.training.build import build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 

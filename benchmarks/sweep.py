@@ -24,7 +24,7 @@ the one GPU against one after another, and the results go to sweep_gpu.json and 
     joblib1        hydra/launcher=joblib hydra.launcher.n_jobs=1 threads=4   (optional)
 
 The sweep runs `lenet5-train` next to this Python where the project is installed there, else
-the same entry point through this Python (`python -c 'from lenet5.cli import main; main()'`,
+the same entry point through this Python (`python -c 'from lenet5.cli.train import main; main()'`,
 the project's src/ on PYTHONPATH).
 
 each into its own temporary MLflow store and sweep folder, modes interleaved when repeated.
@@ -79,7 +79,7 @@ def train_command() -> list[str]:
     script = Path(sys.executable).parent / "lenet5-train"
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "from lenet5.cli import main; main()"]
+    return [sys.executable, "-c", "from lenet5.cli.train import main; main()"]
 
 
 def data_overrides(data: str, data_dir: Path) -> list[str]:

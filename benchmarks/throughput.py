@@ -8,7 +8,7 @@
 Not part of the test suite. In one process, the same LeNet-5 (`model=modern`, plain SGD,
 `--lr`, seed 0) trains on full MNIST for a fixed number of updates with
 
-  (a) project:  `lenet5.cli.run([...])`, exactly what `lenet5-train` runs: Lightning,
+  (a) project:  `lenet5.cli.train.run([...])`, exactly what `lenet5-train` runs: Lightning,
                 MLflow logging on (a temporary SQLite store), the progress bar on (its
                 stream is sent to /dev/null), checkpointing as usual, `data.val_size=0`,
                 `+trainer.max_steps=N`. Timed: from Lightning's `on_train_start` (before the
@@ -28,7 +28,7 @@ The methods run interleaved (a, b, c at each batch size, then the next repeat), 
 change in the machine's load hits all three alike; the table gives images/s per repeat,
 the medians, and the paired ratios a/b and a/c (median over repeats).
 
-The project serves chunks of samples per Lightning step (`lenet5.config.chunk_size`: 128 at
+The project serves chunks of samples per Lightning step (`lenet5.training.chunks.chunk_size`: 128 at
 batch 1, ~1024 otherwise) and makes one update per batch inside each (manual optimization);
 `trainer.global_step` and `max_steps=N` count updates, so all paths make the same N
 updates. `--per-step` also times (a') the project with `data.chunk_size=<batch>`: one
@@ -37,7 +37,7 @@ update per Lightning step, Lightning's usual automatic optimization.
 `--parts startup` times `lenet5-train`'s start-up in child processes; `--parts memory`
 measures resident memory (RSS) of the datamodule and of a full-MNIST `lenet5-train`;
 `--parts paper` times `--paper-updates` per-sample updates of `recipe=paper` (SDLM, batch 1)
-through `lenet5.cli.run`: updates/s and the time of one pass.
+through `lenet5.cli.train.run`: updates/s and the time of one pass.
 Results: throughput.json and throughput.md in --out-dir (default benchmarks/results). The
 parts live in benchmarks/bench/, the child-process probe in benchmarks/probes/.
 
@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 
 # Run as a script, Python already puts this folder first on sys.path; made explicit because
-# the in-process `lenet5.cli.run` calls instantiate `bench.timing.StepTimer` by name from
+# the in-process `lenet5.cli.train.run` calls instantiate `bench.timing.StepTimer` by name from
 # the config, and that import must work however this file was started.
 BENCH_DIR = str(Path(__file__).resolve().parent)
 if BENCH_DIR not in sys.path:

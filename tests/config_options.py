@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tiny_datasets
 
-from lenet5.config import CONF_DIR, EXPERIMENTS_DIR
+from lenet5.core.paths import CONF_DIR, EXPERIMENTS_DIR
 
 
 def all_options() -> list[tuple[str, str]]:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lenet5.augment import RandomSqueeze
-from lenet5.cli import compose
-from lenet5.data import DigitsDataModule
+from lenet5.cli.train import compose
+from lenet5.data.augment import RandomSqueeze
+from lenet5.data.datamodule import DigitsDataModule
 
 
 def digits():

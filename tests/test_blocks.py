@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from lenet5.activation import ScaledTanh
-from lenet5.cli import compose
-from lenet5.config import CONF_DIR
-from lenet5.connectivity import SparseConv2d
-from lenet5.head import RBFHead, digit_bitmaps
-from lenet5.init import fan_in, paper_uniform
-from lenet5.loss import MAPLoss, MLELoss
-from lenet5.network import LeNet5, n_trainable_params
-from lenet5.pooling import TrainableSubsampling
-from lenet5.train import build_model
+from lenet5.cli.train import compose
+from lenet5.core.paths import CONF_DIR
+from lenet5.model.activation import ScaledTanh
+from lenet5.model.connectivity import SparseConv2d
+from lenet5.model.head import RBFHead, digit_bitmaps
+from lenet5.model.init import fan_in, paper_uniform
+from lenet5.model.loss import MAPLoss, MLELoss
+from lenet5.model.network import LeNet5, n_trainable_params
+from lenet5.model.pooling import TrainableSubsampling
+from lenet5.training.build import build_model
 
 TABLE_I = compose().model.connectivity.table  # the table as the config file states it
 
@@ -191,7 +191,8 @@ class TwoClassHead(torch.nn.Linear):
 
 
 def test_validation_calls_the_blocks_own_checks():
-    from lenet5.config import ConfigError, validate
+    from lenet5.core.errors import ConfigError
+    from lenet5.training.validate import validate
 
     head = ["model/head=softmax", f"model.head._target_={__name__}.TwoClassHead"]
     validate(compose([*head, "data.num_classes=2"]))  # the block accepts it
@@ -246,7 +247,7 @@ def test_batch_norm_follows_each_conv_and_f6_and_dropout_precedes_the_head():
 
 
 def test_batch_norm_curvature_row():
-    from lenet5.modern import BatchNorm
+    from lenet5.model.norm import BatchNorm
 
     torch.manual_seed(0)
     for shape in ((64, 5), (16, 5, 3, 3)):
@@ -271,7 +272,7 @@ def test_batch_norm_curvature_row():
 
 
 def test_dropout_curvature_row_is_its_mean_over_masks():
-    from lenet5.modern import Dropout
+    from lenet5.model.dropout import Dropout
 
     drop, h = Dropout(0.2), torch.rand(4, 84)
     torch.manual_seed(0)
@@ -287,8 +288,8 @@ def test_dropout_curvature_row_is_its_mean_over_masks():
 
 def _sdlm_takes_a_blocks_own_row() -> bool:
     """Whether lenet5.sdlm back-propagates curvature through a block's own `curvature` row."""
-    from lenet5.modern import Dropout
-    from lenet5.sdlm import _backprop
+    from lenet5.model.dropout import Dropout
+    from lenet5.training.sdlm import _backprop
 
     try:
         _backprop(Dropout(0.5), torch.ones(2, 3), torch.ones(2, 3))
@@ -299,10 +300,10 @@ def _sdlm_takes_a_blocks_own_row() -> bool:
 
 @pytest.mark.skipif(
     not _sdlm_takes_a_blocks_own_row(),
-    reason="lenet5.sdlm._backprop does not yet call a block's own curvature(x, h) row",
+    reason="lenet5.training.sdlm._backprop does not yet call a block's own curvature(x, h) row",
 )
 def test_sdlm_trains_with_batch_norm_and_dropout(quick, store, client):
-    from lenet5.cli import run
+    from lenet5.cli.train import run
 
     run([*quick, *store, "optimizer=sdlm", "model/norm=batch", "model/dropout=p0.5"])
     (rec,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
@@ -312,12 +313,13 @@ def test_sdlm_trains_with_batch_norm_and_dropout(quick, store, client):
 
 
 def test_batch_norm_needs_batches():
-    from lenet5.config import ConfigError, validate
+    from lenet5.core.errors import ConfigError
+    from lenet5.training.validate import validate
 
     with pytest.raises(ConfigError, match=r"data.batch_size=1 \(per-sample updates, as recipe"):
         validate(compose(["recipe=paper", "model/norm=batch"]))
     validate(compose(["recipe=paper", "model/dropout=p0.5"]))  # dropout needs no batch
-    from lenet5.modern import BatchNorm
+    from lenet5.model.norm import BatchNorm
 
     bn = BatchNorm(4).train()
     x = torch.randn(1, 4)  # an epoch's last batch of one: normalized by the running statistics

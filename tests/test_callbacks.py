@@ -6,9 +6,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from lenet5.cli import compose, run
-from lenet5.faults import StopOnNonFiniteLoss
-from lenet5.train import build_callbacks
+from lenet5.cli.train import compose, run
+from lenet5.training.build import build_callbacks
+from lenet5.training.callbacks import StopOnNonFiniteLoss
 
 
 class RecordEpochs(pl.Callback):

@@ -8,10 +8,11 @@ from config_options import COMPANIONS, all_options
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from lenet5.cli import compose, run
-from lenet5.config import ConfigError, validate
-from lenet5.sdlm import SDLM
-from lenet5.train import build_module
+from lenet5.cli.train import compose, run
+from lenet5.core.errors import ConfigError
+from lenet5.training.build import build_module
+from lenet5.training.sdlm import SDLM
+from lenet5.training.validate import validate
 
 
 def test_the_groups_users_rely_on_exist():
@@ -98,7 +99,7 @@ def test_unknown_option_lists_the_valid_ones():
 
 
 def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
-    from lenet5.cli import check_plugins, main
+    from lenet5.cli.train import check_plugins, main
 
     check_plugins(["-m", "hydra/launcher=slurm", "seed=0,1"])  # installed here: accepted
     # As in a Python without the [slurm] extra: the plugin's import fails.

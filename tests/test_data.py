@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet5.data import DigitsDataModule
-from lenet5.sources import DataError, load_mnist, load_mnist_subset
+from lenet5.core.errors import DataError
+from lenet5.data.datamodule import DigitsDataModule
+from lenet5.data.sources import load_mnist, load_mnist_subset
 
 
 def subset_module(**kw) -> DigitsDataModule:
@@ -91,7 +92,7 @@ def test_the_paper_map_is_the_one_every_earlier_run_used():
 
 
 def test_standard_normalization_computed_on_mnist_is_the_familiar_one(mnist_root):
-    from lenet5.pixels import normalization
+    from lenet5.data.pixels import normalization
 
     train_x, _, _, _ = load_mnist(mnist_root, download=False)
     scale, shift = normalization("standard", train_x.unsqueeze(1))

@@ -10,10 +10,11 @@ import tiny_datasets as tiny
 import torch
 from hydra.utils import instantiate
 
-from lenet5.cli import compose, run
-from lenet5.config import ConfigError, validate
-from lenet5.data import DigitsDataModule
-from lenet5.sources import DataError, load_mnist, load_torchvision
+from lenet5.cli.train import compose, run
+from lenet5.core.errors import ConfigError, DataError
+from lenet5.data.datamodule import DigitsDataModule
+from lenet5.data.sources import load_mnist, load_torchvision
+from lenet5.training.validate import validate
 
 WRITERS = {
     "fashion_mnist": lambda root: tiny.write_mnist_family(root, "FashionMNIST"),
@@ -131,9 +132,9 @@ def test_a_shipped_data_set_trains_end_to_end(store, client, tmp_path):
 
 
 EMNIST_FILE = """# EMNIST balanced: 47 classes of handwritten digits and letters, MNIST's format.
-_target_: lenet5.data.DigitsDataModule
+_target_: lenet5.data.datamodule.DigitsDataModule
 source:
-  _target_: lenet5.sources.load_torchvision
+  _target_: lenet5.data.sources.load_torchvision
   _partial_: true
   dataset: EMNIST
   options: {split: balanced}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lenet5.cli import run
+from lenet5.cli.train import run
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 from config_options import COMPANIONS, all_options
 
-from lenet5.cli import run
+from lenet5.cli.train import run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -44,7 +44,7 @@ def test_every_option_trains_on_the_gpu(group, option, store, client):
 
 
 def test_the_data_lives_on_the_gpu_and_batches_are_served_there(store, client, monkeypatch):
-    from lenet5.data import DigitsDataModule
+    from lenet5.data.datamodule import DigitsDataModule
 
     seen = {}
     setup = DigitsDataModule.setup

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 from services import mlflow_server
 from test_reliability import LENET5_TRAIN, LONG, runs_of, start_and_interrupt
 
-from lenet5 import liveness
-from lenet5.cli import run
-from lenet5.report.cli import main as report
-from lenet5.store import StoreError
+from lenet5.cli.train import run
+from lenet5.core.errors import StoreError
+from lenet5.report.command import main as report
+from lenet5.tracking import liveness
 
 
 def test_a_run_records_where_it_runs_and_its_heartbeat_stops_with_it(quick, store, client):

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lenet5.cli import compose, run
-from lenet5.config import ConfigError, validate
-from lenet5.train import build_model
+from lenet5.cli.train import compose, run
+from lenet5.core.errors import ConfigError
+from lenet5.training.build import build_model
+from lenet5.training.validate import validate
 
 
 def leaky(negative_slope: float = 0.01) -> nn.Module:
@@ -61,7 +62,7 @@ FORMS = {
             nn.AvgPool2d,
             {"kernel_size": 2},
         ),
-        "class_trainable": ("_target_: lenet5.pooling.TrainableSubsampling\n", None, {}),
+        "class_trainable": ("_target_: lenet5.model.pooling.TrainableSubsampling\n", None, {}),
         "factory": (f"_target_: {__name__}.pool\n", nn.AvgPool2d, {"kernel_size": 2}),
         "factory_args": (
             f"_target_: {__name__}.pool\nkernel_size: 2\n",

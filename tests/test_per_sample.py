@@ -1,5 +1,5 @@
 """Per-sample updates served in chunks give the weights of a plain per-sample loop; the
-chunk size is decided once (lenet5.config.chunk_size) and handed to data and module."""
+chunk size is decided once (lenet5.training.chunks.chunk_size) and handed to data and module."""
 
 import pytest
 import pytorch_lightning as pl
@@ -7,18 +7,20 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lenet5.activation import ScaledTanh
-from lenet5.cli import compose
-from lenet5.config import CONF_DIR, ConfigError, chunk_size
-from lenet5.connectivity import SparseConv2d
-from lenet5.data import DigitsDataModule, TensorBatches
-from lenet5.head import RBFHead
-from lenet5.loss import MLELoss
-from lenet5.module import LeNet5Module
-from lenet5.network import LeNet5
-from lenet5.pooling import TrainableSubsampling
-from lenet5.sdlm import SDLM, piecewise_constant
-from lenet5.train import build_module
+from lenet5.cli.train import compose
+from lenet5.core.errors import ConfigError
+from lenet5.core.paths import CONF_DIR
+from lenet5.data.datamodule import DigitsDataModule, TensorBatches
+from lenet5.model.activation import ScaledTanh
+from lenet5.model.connectivity import SparseConv2d
+from lenet5.model.head import RBFHead
+from lenet5.model.loss import MLELoss
+from lenet5.model.network import LeNet5
+from lenet5.model.pooling import TrainableSubsampling
+from lenet5.training.build import build_module
+from lenet5.training.chunks import chunk_size
+from lenet5.training.module import LeNet5Module
+from lenet5.training.sdlm import SDLM, piecewise_constant
 
 N_TRAIN, EPOCHS = 24, 2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenet5.predict import PredictError, main, read_idx, read_image, to_mnist
+from lenet5.cli.predict import PredictError, main, read_idx, read_image, to_mnist
 
 PREDICT = shutil.which("lenet5-predict", path=str(Path(sys.executable).parent))
 
@@ -63,7 +63,7 @@ def test_predicts_real_mnist_test_digits_from_png_files(
     gives the same classes as the same digits in an IDX file, and mostly the right ones."""
     from PIL import Image
 
-    from lenet5.cli import run
+    from lenet5.cli.train import run
 
     store = new_store(tmp_path)
     run([*quick, *store, "model=modern", "trainer.max_epochs=3", "mlflow.log_model=true"])

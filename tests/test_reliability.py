@@ -12,11 +12,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lenet5.cli import run
-from lenet5.config import ConfigError
-from lenet5.faults import NonFiniteLossError
-from lenet5.sources import DataError, load_mnist
-from lenet5.tracking import StoreError
+from lenet5.cli.train import run
+from lenet5.core.errors import ConfigError, DataError, StoreError
+from lenet5.data.sources import load_mnist
+from lenet5.training.callbacks import NonFiniteLossError
 
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
 
@@ -160,7 +159,7 @@ TWO_EPOCHS = [
 def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(
     quick, new_store, tmp_path, monkeypatch
 ):
-    from lenet5.module import LeNet5Module
+    from lenet5.training.module import LeNet5Module
 
     # Ctrl-C in the second epoch, after its first step: a real SIGINT to this process,
     # raised at a fixed point of training (the signal tests above send it from outside).
@@ -270,7 +269,7 @@ def test_a_bad_value_answers_in_one_line_with_exit_2_before_torch_loads(tmp_path
     code = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr))\n"
-        "from lenet5.cli import main\n"
+        "from lenet5.cli.train import main\n"
         "main()\n"
     )
     store = tmp_path / "mlflow.db"

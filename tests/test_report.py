@@ -267,7 +267,7 @@ def test_watch_follows_until_the_sweep_ends(client, uri, exp, tmp_path, monkeypa
         client, exp, "w", "one_at_a_time", one_at_a_time_jobs(), parent_status="RUNNING"
     )
     # Instead of waiting, the "sleep" ends the sweep as the sweep itself would.
-    monkeypatch.setattr("lenet5.report.store.time.sleep", lambda s: client.set_terminated(pid))
+    monkeypatch.setattr("lenet5.report.reading.time.sleep", lambda s: client.set_terminated(pid))
     assert report(uri, exp, tmp_path, "--watch", "5", "--no-log") == 0
     out = capsys.readouterr().out
     assert "(RUNNING)" in out and "(FINISHED)" in out and "parent run: " in out
@@ -306,7 +306,7 @@ def test_counts_derive_what_is_missing():
 
 
 def test_retry_rides_out_a_locked_database(monkeypatch):
-    monkeypatch.setattr("lenet5.report.store.time.sleep", lambda s: None)
+    monkeypatch.setattr("lenet5.report.reading.time.sleep", lambda s: None)
     calls = []
 
     def flaky():
@@ -348,7 +348,7 @@ def test_report_prints_the_sweeps_link_and_registers_its_best_model(
     import mlflow
     import torch
 
-    from lenet5 import views
+    from lenet5.tracking import views
 
     monkeypatch.delenv(views.UI_ENV, raising=False)
     jobs = one_at_a_time_jobs(seeds=(0,))

@@ -188,7 +188,7 @@ def test_a_server_with_logins_refuses_a_wrong_password_and_records_no_secret(
 
 def test_a_run_logs_straight_to_a_postgresql_store_without_a_server(quick, tmp_path):
     """A database URI other than SQLite is MLflow's to open: no server check, no login."""
-    from lenet5.cli import run
+    from lenet5.cli.train import run
 
     with postgres() as backend:
         overrides = [f"mlflow.tracking_uri={backend}", f"mlflow.artifact_root={tmp_path}/art"]

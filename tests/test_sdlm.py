@@ -10,13 +10,13 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call, hessian
 
-from lenet5.activation import ScaledTanh
-from lenet5.config import CONF_DIR
-from lenet5.connectivity import SparseConv2d
-from lenet5.head import RBFHead
-from lenet5.loss import MAPLoss, MLELoss
-from lenet5.pooling import TrainableSubsampling
-from lenet5.sdlm import SDLM, hessian_diagonal
+from lenet5.core.paths import CONF_DIR
+from lenet5.model.activation import ScaledTanh
+from lenet5.model.connectivity import SparseConv2d
+from lenet5.model.head import RBFHead
+from lenet5.model.loss import MAPLoss, MLELoss
+from lenet5.model.pooling import TrainableSubsampling
+from lenet5.training.sdlm import SDLM, hessian_diagonal
 
 # ---------------------------------------------------------------------------------------
 # 1. Nets where the diagonal Gauss-Newton estimate is the exact Hessian diagonal: one layer
@@ -297,7 +297,7 @@ def test_h_is_held_during_the_pass(monkeypatch):
     opt.estimate_hessian(model, loss, x[:10], y[:10])
     held = {p: opt.state[p]["h"].clone() for p in model.parameters()}
     calls = []
-    monkeypatch.setattr("lenet5.sdlm.hessian_diagonal", lambda *a: calls.append(a))
+    monkeypatch.setattr("lenet5.training.sdlm.hessian_diagonal", lambda *a: calls.append(a))
     for i in range(10, 30):
         opt.zero_grad()
         loss(model(x[i : i + 1]), y[i : i + 1]).backward()

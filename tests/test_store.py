@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_reliability import runs_of
 
-from lenet5 import store as store_module
-from lenet5.cli import run
-from lenet5.store import StoreError
+from lenet5.cli.train import run
+from lenet5.core.errors import StoreError
+from lenet5.tracking import stores as store_module
 
 
 def test_a_store_that_is_not_a_database_is_named_and_left_as_it_was(tmp_path, quick):
@@ -65,7 +65,8 @@ def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
 CHECK = """
 import sys
 from pathlib import Path
-from lenet5.store import StoreError, check_store
+from lenet5.core.errors import StoreError
+from lenet5.tracking.stores import check_store
 try:
     check_store(Path(sys.argv[1]))
 except StoreError as e:
@@ -129,7 +130,7 @@ def test_lenet5_train_on_a_read_only_store_answers_in_one_line(empty_store, shar
     shared_folder.chmod(0o777)
     before = db.read_bytes()
     proc = as_nobody(
-        "from lenet5.cli import main; main()",
+        "from lenet5.cli.train import main; main()",
         "data=mnist_subset",
         "trainer.max_epochs=1",
         f"mlflow.tracking_uri=sqlite:///{db}",

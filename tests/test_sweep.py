@@ -1,7 +1,7 @@
 """Sweeps: one parent run per multirun, every job a child, parallel jobs lose nothing.
 
 Most sweeps here run in this process through `lenet5-train`'s own Hydra entry point
-(`lenet5.cli.main` with its command line in `sys.argv`), one job after another (Hydra's
+(`lenet5.cli.train.main` with its command line in `sys.argv`), one job after another (Hydra's
 basic launcher, or joblib with one worker, which joblib runs in the calling process): the
 sweep callback, the jobs and the records are those of the shell command, without a process
 start per job. The slow tier runs the real shell command with two joblib workers: parallel
@@ -11,19 +11,19 @@ jobs on a fresh store, and a report read while such a sweep writes.
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lenet5 import cli
-from lenet5 import sweep as lenet5_sweep
+from lenet5.cli import sweep as lenet5_sweep
+from lenet5.cli import train as cli
 
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
 # Each job: 5 training steps of one batch of 64 digits each (data.chunk_size=64: one update
@@ -46,31 +46,51 @@ PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
 EIGHT_JOBS = ["model/activation=relu,tanh", "model/pooling=max,avg", "seed=0,1"]
 
 
+# The environment variables a sweep sets (torch and Lightning set their own, e.g. the seed).
+OURS = (
+    "LENET5_SWEEP",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+
+
+class ExitHooks(list):
+    """Stands in for the atexit module: the hooks a sweep registers, kept here."""
+
+    def register(self, hook, *args):
+        self.append((hook, args))
+
+    def unregister(self, hook):
+        self[:] = [(h, a) for h, a in self if h != hook]
+
+
 @pytest.fixture
 def multirun(new_store, tmp_path, monkeypatch, capsys):
     """multirun(*overrides) -> (exit message, output): `lenet5-train -m SHORT_JOB OVERRIDES`
     run in this process on a store in tmp_path (the same store for every call of a test).
 
     The message is None where the sweep exited 0, else what it exited with (the sweep
-    callback's SystemExit on failed jobs, or Hydra's exit 1 on an error it reports). What a
-    sweep changes in this process is undone afterwards: Hydra's global instance, the
-    sweep's environment variable, the logging Hydra configures, the exit hook that would
-    close an unclosed parent run, the working directory; conftest's autouse fixture restores
-    the signal handlers and torch's thread count.
+    callback's SystemExit on failed jobs, or Hydra's exit 1 on an error it reports). The
+    sweep puts back what it set in this process (its jobs' environment variable, MLflow's
+    retry variables, the signal handlers, its exit hook): each launch checks that. What Hydra
+    itself changes is undone afterwards: its global instance, the logging it configures, the
+    working directory.
     """
     from hydra.core.global_hydra import GlobalHydra
 
     store = new_store(tmp_path, experiment="lenet5")
-    exit_hooks = []
-    monkeypatch.setattr(
-        lenet5_sweep, "atexit", SimpleNamespace(register=lambda f, *a: exit_hooks.append((f, a)))
-    )
+    exit_hooks = ExitHooks()  # a sweep that ended leaves none; a stopped one, its parent's
+    monkeypatch.setattr(lenet5_sweep, "atexit", exit_hooks)
     root = logging.getLogger()
     handlers, level, cwd = root.handlers[:], root.level, os.getcwd()
 
     def launch(*overrides: str) -> tuple[str | None, str]:
         argv = ["lenet5-train", "-m", *SHORT_JOB, *store, f"hydra.sweep.dir={tmp_path}/hydra"]
         monkeypatch.setattr(sys, "argv", [*argv, *overrides])
+        environ = {k: os.environ.get(k) for k in OURS}
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        hooks = list(exit_hooks)
         message = None
         try:
             cli.main()
@@ -79,12 +99,15 @@ def multirun(new_store, tmp_path, monkeypatch, capsys):
         finally:
             GlobalHydra.instance().clear()
         out = capsys.readouterr()
+        if message is None or "jobs finished" in message:  # the sweep ran to its end
+            assert {k: os.environ.get(k) for k in OURS} == environ
+            assert {s: signal.getsignal(s) for s in handlers} == handlers
+            assert exit_hooks == hooks
         return message, out.out + out.err
 
     yield launch
-    for hook, args in exit_hooks:  # what the process's exit would do: a no-op once closed
+    for hook, args in exit_hooks:  # what the process's exit would do
         hook(*args)
-    os.environ.pop(lenet5_sweep.ENV, None)
     for handler in root.handlers:
         if handler not in handlers:
             handler.close()

@@ -10,7 +10,7 @@ def test_an_interrupted_sweep_continues_its_killed_job_from_its_checkpoint(
     sweep_client,  # noqa: F811
     monkeypatch,
 ):
-    from lenet5.module import LeNet5Module
+    from lenet5.training.module import LeNet5Module
 
     # Ctrl-C in the first job's second epoch (a real SIGINT to this process, at a fixed
     # point): the job's run ends KILLED with epoch 1 in last.ckpt, and the sweep stops.
@@ -56,8 +56,8 @@ def test_submitits_stop_before_the_time_limit_ends_the_run_killed(
     from submitit.core.utils import UncompletedJobError
     from test_reliability import TWO_EPOCHS, runs_of
 
-    from lenet5.cli import run
-    from lenet5.module import LeNet5Module
+    from lenet5.cli.train import run
+    from lenet5.training.module import LeNet5Module
 
     def on_train_batch_start(self, batch, batch_idx):
         if (self.current_epoch, batch_idx) == (1, 0):

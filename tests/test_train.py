@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet5.cli import run
-from lenet5.head import digit_bitmaps
+from lenet5.cli.train import run
+from lenet5.model.head import digit_bitmaps
 
 DESIGN_TAGS = ("activation", "pooling", "connectivity", "head", "init", "optimizer", "data")
 
@@ -44,7 +44,7 @@ def test_run_is_recorded_with_params_tags_metrics_and_artifacts(quick, store, cl
     }
     params = rec.data.params
     assert params["optimizer.lr"] == "0.001"
-    assert params["model.pooling._target_"] == "lenet5.pooling.TrainableSubsampling"
+    assert params["model.pooling._target_"] == "lenet5.model.pooling.TrainableSubsampling"
     assert params["seed"] == "3" and params["trainer.max_epochs"] == "1"
     assert params["mlflow.tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"  # resolved
     m = rec.data.metrics

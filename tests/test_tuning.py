@@ -18,9 +18,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from lenet5.core.names import NUISANCE as TAG
 from lenet5.report import Run, main
 from lenet5.report.inference import contrast, holm, holm_levels
-from lenet5.report.nuisance import TAG
 from lenet5.report.tuning import factorial_tables, select, simple_tables
 
 FACTORS = ["activation", "pooling"]
@@ -208,7 +208,7 @@ def test_selection_on_mean_validation_and_tuned_vs_fixed_against_scipy(oat, uri,
 def test_learning_curves_are_read_per_epoch(oat, uri):
     from lenet5.report import collect, find_sweep, open_experiment
     from lenet5.report.figure_tuned import arm_curves, band
-    from lenet5.report.store import curves
+    from lenet5.report.reading import curves
 
     exp, jobs = oat
     cl, e = open_experiment(uri, exp)
@@ -356,7 +356,7 @@ def compose_study(tmp_path, sweep_values: str, *overrides: str):
     outside the repo (hydra.searchpath), as the sweep callback sees it."""
     from hydra import compose, initialize_config_dir
 
-    from lenet5.config import PROJECT_ROOT
+    from lenet5.core.paths import PROJECT_ROOT
 
     (tmp_path / "experiment").mkdir(parents=True, exist_ok=True)
     line = f"data.batch_size: {sweep_values}" if sweep_values else ""
@@ -370,10 +370,10 @@ def compose_study(tmp_path, sweep_values: str, *overrides: str):
 
 
 def test_a_users_nuisance_grid_is_checked_against_the_sweep_and_tagged(tmp_path):
-    from lenet5 import tracking
-    from lenet5.report.nuisance import check_grid, run_tags
-    from lenet5.runinfo import ui_tags
-    from lenet5.sweep import SweepFailed
+    from lenet5.core.errors import SweepFailed
+    from lenet5.study.nuisance import check_grid, run_tags
+    from lenet5.tracking import runs as tracking
+    from lenet5.tracking.runinfo import ui_tags
 
     cfg = compose_study(tmp_path, "32,64")
     check_grid(cfg)  # as declared: accepted
@@ -398,8 +398,8 @@ def test_a_users_nuisance_grid_is_checked_against_the_sweep_and_tagged(tmp_path)
 
 
 def test_a_grid_key_the_sweep_does_not_expand_is_refused(tmp_path):
-    from lenet5.report.nuisance import check_grid
-    from lenet5.sweep import SweepFailed
+    from lenet5.core.errors import SweepFailed
+    from lenet5.study.nuisance import check_grid
 
     cfg = compose_study(tmp_path, "")
     with pytest.raises(SweepFailed, match=r"does not expand data.batch_size: add"):
@@ -409,8 +409,8 @@ def test_a_grid_key_the_sweep_does_not_expand_is_refused(tmp_path):
 def test_studies_without_a_grid_tag_nothing(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from lenet5.config import PROJECT_ROOT
-    from lenet5.report.nuisance import check_grid, run_tags
+    from lenet5.core.paths import PROJECT_ROOT
+    from lenet5.study.nuisance import check_grid, run_tags
 
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
         cfg = compose("config", ["experiment=one_at_a_time"], return_hydra_config=True)
@@ -465,7 +465,7 @@ def test_a_users_study_with_its_own_grid_trains_and_reports_with_no_code(
     assert (tmp_path / "out/report.png").stat().st_size > 10_000
     # Its saved view in the MLflow UI shows the nuisance key beside the factors, a column the
     # trials fill (their flattened config) and an axis of the parallel-coordinates chart.
-    from lenet5.views import TAG_PREFIX
+    from lenet5.tracking.views import TAG_PREFIX
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("lenet5")
@@ -484,9 +484,9 @@ def test_a_users_study_with_its_own_grid_trains_and_reports_with_no_code(
 
 def test_a_tuned_factorial_report_shows_selections_effects_and_interactions(tmp_path):
     from lenet5.report.figure_tuned import write_tuned_chart
+    from lenet5.report.reading import SweepInfo
     from lenet5.report.render_tuned import render_tuned_markdown, render_tuned_text
     from lenet5.report.stats import counts
-    from lenet5.report.store import SweepInfo
     from lenet5.report.tuning import tables
 
     runs = []
@@ -527,8 +527,8 @@ def test_a_tuned_factorial_report_shows_selections_effects_and_interactions(tmp_
 
 def test_a_study_without_a_grid_keeps_its_chart_and_gains_learning_curves(tmp_path):
     from lenet5.report import render
+    from lenet5.report.reading import SweepInfo
     from lenet5.report.stats import counts, summarize
-    from lenet5.report.store import SweepInfo
 
     runs, curves = [], {}
     for act, s in itertools.product(("scaled_tanh", "relu"), range(3)):
@@ -581,10 +581,10 @@ def test_tuned_flag_gives_a_factorial_without_a_grid_its_interactions(
 def test_the_shipped_tuned_studies_expand_their_grid_with_the_arms_and_seeds(study, arms, factors):
     from hydra import compose, initialize_config_dir
 
-    from lenet5.config import PROJECT_ROOT
-    from lenet5.report.nuisance import check_grid, grid
-    from lenet5.sweep import count_jobs
-    from lenet5.tracking import CHOICE_TAGS
+    from lenet5.core.paths import PROJECT_ROOT
+    from lenet5.study.design import CHOICE_TAGS
+    from lenet5.study.nuisance import check_grid, grid
+    from lenet5.study.overrides import count_jobs
 
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
         cfg = compose("config", [f"experiment={study}"], return_hydra_config=True)

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from lenet5 import runinfo, views
 from lenet5.report import render
+from lenet5.report.reading import SweepInfo
 from lenet5.report.stats import Counts, Row
-from lenet5.report.store import SweepInfo
-from lenet5.tracking import CHOICE_TAGS
+from lenet5.study.design import CHOICE_TAGS
+from lenet5.tracking import runinfo, views
 
 TAGS = {"preset": "paper", "activation": "scaled_tanh", "pooling": "max", "seed": "1"}
 BASELINE = {"activation": "scaled_tanh", "pooling": "subsampling"}

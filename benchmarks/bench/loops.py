@@ -1,7 +1,7 @@
 """The three training paths compared, each making N updates of the same LeNet-5
 (`model=modern`, plain SGD at `lr`, seed 0) on full MNIST, and what each times:
 
-(a) `run_project`: `lenet5.cli.run(overrides)`, exactly `lenet5-train`, with a StepTimer
+(a) `run_project`: `lenet5.cli.train.run(overrides)`, exactly `lenet5-train`, with a StepTimer
     added through the config; from `on_train_start` to the last `on_train_batch_end`.
 (b) `run_bare`: a plain loop over the datamodule's own preloaded uint8 tensors, and
 (c) `run_tutorial`: torchvision's MNIST + Pad/ToTensor/Normalize + DataLoader;
@@ -95,9 +95,9 @@ def rates(images: int, updates: int, seconds: float, cpu: float) -> dict:
 
 
 def run_timed(name: str, cmd: list[str], store: Path, updates: int) -> tuple[dict, float, float]:
-    """`lenet5.cli.run(cmd)` (cmd from `store_and_timer(store, ...)`), quiet: (the StepTimer's
+    """`lenet5.cli.train.run(cmd)` (cmd from `store_and_timer(store, ...)`), quiet: (the StepTimer's
     stamps, the test error, the whole run's wall seconds); raises unless it made `updates`."""
-    from lenet5.cli import run
+    from lenet5.cli.train import run
 
     out = store / "timer.json"
     out.unlink(missing_ok=True)  # a stale file must not pass for this run's timings
@@ -135,7 +135,7 @@ def fresh_model(cfg, device, seed: int = 0):
     import torch
     from hydra.utils import instantiate
 
-    from lenet5.train import build_model
+    from lenet5.training.build import build_model
 
     torch.manual_seed(seed)
     model = build_model(cfg.model).to(device)  # moved before the optimizer takes its params

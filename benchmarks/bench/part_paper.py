@@ -1,5 +1,5 @@
 """The paper recipe's per-sample pass time: N updates of `recipe=paper` (SDLM, batch 1, 128
-samples served to a Lightning step) through `lenet5.cli.run`, exactly `lenet5-train`:
+samples served to a Lightning step) through `lenet5.cli.train.run`, exactly `lenet5-train`:
 
     lenet5-train recipe=paper model=paper data=mnist data.val_size=0 +trainer.max_steps=N ...
 

@@ -35,11 +35,11 @@ def run(args) -> dict:
         *store_overrides(store),
     ]
     commands = {
-        "import lenet5.train": [PYTHON, "-c", "import lenet5.train"],
+        "import lenet5.training.build": [PYTHON, "-c", "import lenet5.training.build"],
         "import torch+lightning+mlflow+torchvision": [
             PYTHON,
             "-c",
-            "import torch, pytorch_lightning, mlflow, torchvision, lenet5.module, lenet5.data",
+            "import torch, pytorch_lightning, mlflow, torchvision, lenet5.training.module, lenet5.data.datamodule",
         ],
         "lenet5-train --cfg job": [TRAIN, "--cfg", "job"],
         "lenet5-train 1-step subset run": [TRAIN, *run_args],

@@ -79,9 +79,9 @@ def summarize(runs: dict, updates: int, chunk: int) -> dict:
 def run(args) -> dict:
     import torch
 
-    from lenet5.cli import compose
-    from lenet5.config import chunk_size
-    from lenet5.train import build_datamodule
+    from lenet5.cli.train import compose
+    from lenet5.training.build import build_datamodule
+    from lenet5.training.chunks import chunk_size
 
     quiet_process(args.threads)
     updates = dict(zip(args.batch_sizes, args.updates, strict=True))

@@ -70,7 +70,7 @@ def throughput_markdown(tp: dict) -> list[str]:
         + ")",
         "",
         *part_header(tp),
-        "(a) project = `lenet5.cli.run(overrides)` timed from `on_train_start` to the "
+        "(a) project = `lenet5.cli.train.run(overrides)` timed from `on_train_start` to the "
         "last `on_train_batch_end` (by `bench.timing.StepTimer`, added through the config: "
         "the `+callbacks.step_timer` overrides); (b) bare loop over the same preloaded uint8 tensors; "
         "(c) torchvision MNIST + Pad/ToTensor/Normalize + DataLoader(num_workers=0). "
@@ -153,7 +153,7 @@ def paper_markdown(pp: dict) -> list[str]:
         f"torch threads: {pp['threads']}; {pp['updates']} updates per run)",
         "",
         *part_header(pp),
-        "`lenet5.cli.run` with `" + " ".join(pp["overrides"]) + "`: SDLM, one update per "
+        "`lenet5.cli.train.run` with `" + " ".join(pp["overrides"]) + "`: SDLM, one update per "
         "sample, 128 samples per Lightning step. Updates/s from the first training step's "
         "start to the last step's end (the StepTimer); before the first step: from "
         "`on_train_start` (SDLM's curvature estimate on 500 samples, the first chunk); pass = "

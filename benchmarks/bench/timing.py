@@ -1,6 +1,6 @@
 """`StepTimer`: the Lightning callback that times a `lenet5-train` run from the inside.
 
-It is added through the config, like any callback (`lenet5.train.build_callbacks`
+It is added through the config, like any callback (`lenet5.training.build.build_callbacks`
 instantiates every node under `callbacks`), so the project's code runs exactly as it does
 from the shell:
 
@@ -11,7 +11,7 @@ from the shell:
 file back; they live there, not here, so a part that only launches `lenet5-train` children
 does not import Lightning itself. `bench` must be importable in the process that trains:
 `benchmarks/throughput.py` puts benchmarks/ on sys.path for its in-process
-`lenet5.cli.run` calls, and a child `lenet5-train` gets it on PYTHONPATH
+`lenet5.cli.train.run` calls, and a child `lenet5-train` gets it on PYTHONPATH
 (`bench.common.child_env`).
 
 On a GPU (`trainer.accelerator=gpu`) CUDA kernels run asynchronously: each stamp first waits

@@ -15,8 +15,8 @@ import sys
 import torch
 from bench.common import rss_mb
 
-from lenet5.cli import compose
-from lenet5.train import build_datamodule
+from lenet5.cli.train import compose
+from lenet5.training.build import build_datamodule
 
 
 def peak_mb() -> float:

@@ -20,10 +20,17 @@ with each arm at its own best setting, selected on validation:
     figure_tuned  test error tuned and fixed, learning curves per arm
 """
 
-from lenet5.report.cli import main
+from lenet5.report.command import main
+from lenet5.report.reading import (
+    ReportError,
+    SweepInfo,
+    collect,
+    find_sweep,
+    open_experiment,
+    retry,
+)
 from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
 from lenet5.report.stats import Counts, Row, Run, counts, mean_ci_half, summarize, welch_ci
-from lenet5.report.store import ReportError, SweepInfo, collect, find_sweep, open_experiment, retry
 
 __all__ = [
     "Counts",

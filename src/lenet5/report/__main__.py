@@ -2,6 +2,6 @@
 
 import sys
 
-from lenet5.report.cli import main
+from lenet5.report.command import main
 
 sys.exit(main())

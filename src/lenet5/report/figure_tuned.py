@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lenet5.report.nuisance import short
+from lenet5.report.reading import SweepInfo
 from lenet5.report.stats import Run
-from lenet5.report.store import SweepInfo
 from lenet5.report.tuning import Comparison, Selection, arm_cell, arm_runs, tuned_groups
+from lenet5.study.nuisance import short
 
 
 def arm_curves(

@@ -6,8 +6,9 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+from lenet5.report.figure_tuned import simple_curves
+from lenet5.report.reading import ERROR_METRIC, SweepInfo
 from lenet5.report.stats import Row
-from lenet5.report.store import ERROR_METRIC, SweepInfo
 
 SECTIONS = {
     "simple": "Simple effects at the baseline (other factors at their baseline levels)",
@@ -192,8 +193,6 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row], curves: dict | Non
     curves = curves if curves and any(curves.values()) else None  # no val/acc logged: none
     top = fig
     if curves:
-        from lenet5.report.figure_tuned import simple_curves
-
         top, bottom = fig.subfigures(2, 1, height_ratios=[height, 3.4 * panel_rows])
         simple_curves(bottom, info, curves, cols, panel_rows)
     # A shared y axis per section makes the factors' effects comparable at a glance.

@@ -7,10 +7,10 @@ import csv
 import json
 from pathlib import Path
 
-from lenet5.report.nuisance import short
+from lenet5.report.reading import SweepInfo
 from lenet5.report.render import _num, _problem_lines, aligned, header_lines
-from lenet5.report.store import SweepInfo
 from lenet5.report.tuning import Cell, Comparison, Selection
+from lenet5.study.nuisance import short
 
 TITLES = {
     "tuned": "Tuned: each arm at its own selected setting",

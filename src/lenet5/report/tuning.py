@@ -19,8 +19,8 @@ import itertools
 from dataclasses import dataclass, replace
 from statistics import mean, stdev
 
+from lenet5.core.names import NUISANCE
 from lenet5.report.inference import Contrast, Group, adjust, contrast, verdict
-from lenet5.report.nuisance import TAG
 from lenet5.report.stats import Run, is_factorial
 
 Cell = tuple[str, ...]  # one level per factor, in the study's factor order
@@ -53,11 +53,11 @@ class Comparison:
 
 
 def setting_of(run: Run) -> str:
-    return run.tags.get(TAG) or ""
+    return run.tags.get(NUISANCE) or ""
 
 
 def has_nuisance(runs: list[Run]) -> bool:
-    return any(TAG in r.tags for r in runs)
+    return any(NUISANCE in r.tags for r in runs)
 
 
 def cell_of(run: Run, factors: list[str]) -> Cell:

@@ -1,0 +1,179 @@
+"""`lenet5-train`: compose the config, then train and test it in an MLflow run.
+
+    lenet5-train model=paper model/pooling=max trainer.max_epochs=3
+    lenet5-train -m model/activation=scaled_tanh,relu seed=0,1,2
+    lenet5-train resume=<run id>
+
+`run` and `compose` do the same from Python (notebooks, tests, benchmarks). Torch and
+Lightning load with `lenet5.training.build`, once the config has passed its cheap checks.
+This command owns the process while it runs: it sets the signal handlers (Ctrl-C and SIGTERM
+end a run KILLED) and MLflow's http retry variables, and puts them back when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from lenet5.cli.record import record
+from lenet5.core.configs import register_resolvers
+from lenet5.core.errors import UserError
+from lenet5.core.names import DEVICE, N_PARAMS, TEST_ERROR
+from lenet5.core.paths import CONF_DIR
+from lenet5.core.process import interrupts
+from lenet5.tracking import parent
+from lenet5.tracking.resume import resume_config
+from lenet5.tracking.runs import TrackedRun, refusals_recorded, tracked_run
+from lenet5.tracking.stores import http_retries
+from lenet5.training.validate import validate
+
+log = logging.getLogger("lenet5")
+# Joblib's and submitit's workers import this module to unpickle the job function, and then
+# resolve the job's config: conf/'s resolvers must be known there too.
+register_resolvers()
+
+
+def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
+    """What every entry point runs: `resume=`, or in a relaunched sweep skip a job that
+    FINISHED or continue one that was KILLED; else train. Returns the test error."""
+    into = Path(HydraConfig.get().runtime.output_dir) / "resumed_from"
+    if cfg.resume:
+        cfg = resume_config(cfg, overrides, into)
+    else:
+        earlier = parent.earlier_attempt(cfg, into)
+        if earlier is not None and earlier.error is not None:
+            return earlier.error
+        if earlier is not None:  # a KILLED job of this sweep: continue it, same run
+            with open_dict(cfg):
+                cfg.resume = earlier.resume
+            cfg = resume_config(cfg, [], into)
+    return train(cfg, choices=choices, overrides=overrides)
+
+
+def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
+    """Train and test one configuration in its MLflow run; returns the test error."""
+    with interrupts(), http_retries(cfg.mlflow), ExitStack() as scope:
+        with refusals_recorded(cfg, choices):  # refused up front: before any run is opened
+            validate(cfg)  # before torch and Lightning load: a bad value answers in a second
+            from lenet5.training import build  # torch and Lightning, once the config is valid
+
+            scope.enter_context(build.process_settings(cfg))
+            datamodule, module = build.prepare(cfg)
+        with tracked_run(cfg, choices, overrides) as run:
+            if run.resume_from is None:
+                run.client.log_metric(run.run_id, N_PARAMS, build.n_params(module))
+            trainer = build.build_trainer(cfg, run.checkpoint_dir, logger=mlflow_logger(run))
+            run.client.set_tag(run.run_id, DEVICE, build.device_name(trainer))
+            # A table per job would bury a sweep's progress lines.
+            verbose = parent.current() is None
+            result = build.fit_and_test(trainer, module, datamodule, run.resume_from, verbose)
+            record(run, cfg, trainer, module, datamodule, result)  # metrics, pictures, model
+    log.info("test error %.4f (run %s)", result[TEST_ERROR], run.run_id)
+    return result[TEST_ERROR]
+
+
+def mlflow_logger(run: TrackedRun):
+    """Lightning's MLflow logger, writing into `run`."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    return MLFlowLogger(
+        tracking_uri=run.tracking_uri, experiment_name=run.experiment_name, run_id=run.run_id
+    )
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The config `lenet5-train OVERRIDES...` would run, for notebooks and tests.
+
+    Keeps the `hydra` node (runtime choices, overrides) and registers it, as `@hydra.main`
+    does, so `train` sees the same state as from the shell.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):  # where @hydra.main would run it (made when something is written)
+        cfg.hydra.runtime.output_dir = str(Path(cfg.hydra.run.dir).absolute())
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run(overrides: list[str] = ()) -> float:
+    """Train one configuration given as command-line overrides; returns the test error."""
+    cfg = compose(overrides)
+    hc = cfg.hydra
+    choices, task = dict(hc.runtime.choices), list(hc.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return execute(cfg, choices, task)
+
+
+# Launcher options whose Hydra plugin comes with an optional extra: the plugin, the extra.
+# Without it Hydra answers that the option's own defaults cannot be found, naming no fix.
+PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Refuse, in one line naming the extra to install, a launcher whose plugin is absent."""
+    import importlib
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") != "hydra/launcher" or value not in PLUGINS:
+            continue
+        module, extra = PLUGINS[value]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UserError(
+                f"hydra/launcher={value} needs Hydra's plugin {module}, which this Python "
+                f"({sys.executable}) cannot import ({e}); install it with: "
+                f"pip install -e '.[{extra}]' (from the lenet5 checkout)"
+            ) from None
+
+
+def main() -> float:
+    """`lenet5-train`: Hydra's command line (`lenet5-train --help`), after checking that the
+    launcher asked for is installed."""
+    try:
+        check_plugins(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    try:
+        return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task))
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            if isinstance(e, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                # One line, not a traceback: the message says what, where and the fix.
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
+        # In a sweep one failed job must not stop the others: its run is already FAILED
+        # with the reason, and the sweep's end reports it and exits non-zero.
+        log.exception("job %s failed; the sweep goes on", hc.job.num)
+        return float("nan")
+    except (KeyboardInterrupt, SystemExit):
+        if hc.mode == RunMode.MULTIRUN and os.environ.get("SUBMITIT_EXECUTOR"):
+            # A scheduler's task stopped (scancel, its time limit): its run is KILLED with its
+            # checkpoint. Returning lets submitit record the task as done; an exception that
+            # is not an Exception would leave the launcher waiting for a result forever where
+            # Slurm keeps no accounting. A relaunch of the sweep continues the run.
+            log.warning("job %s stopped by the scheduler; its run is KILLED", hc.job.num)
+            return float("nan")
+        raise

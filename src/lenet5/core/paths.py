@@ -1,0 +1,36 @@
+"""Where the project lives, where its records go by default, and what kind of place a URI
+names."""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+CONF_DIR = PROJECT_ROOT / "conf"
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+# The local store every command uses unless told otherwise (conf/config.yaml's
+# mlflow.tracking_uri reads it through the `default_tracking_uri` resolver).
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT}/mlruns/mlflow.db"
+
+
+def tracking_uri(given: str | None = None) -> str:
+    """`given`, else $MLFLOW_TRACKING_URI, else the project's local store."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def is_server(uri: str) -> bool:
+    """Whether `uri` names an MLflow tracking server (http or https)."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local SQLite store, or None for another store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def local_path(uri: str) -> Path | None:
+    """The folder behind a local artifact URI, or None for a remote one."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path)
+    return None

@@ -1,0 +1,232 @@
+"""The `lenet5-report` command line.
+
+    lenet5-report                        # the latest sweep of experiment "lenet5"
+    lenet5-report --study one_at_a_time  # the latest sweep of that study
+    lenet5-report --sweep-id ID --out DIR
+    lenet5-report --watch 30             # follow a running sweep, report when it ends
+    lenet5-report --stale                # RUNNING runs whose process is gone
+    lenet5-report --reap                 # ... ended KILLED, so they can be resumed
+    lenet5-report --register             # register the best run's model (lenet5-<study>)
+    lenet5-report --tuned                # per-arm tables, paired/Holm, interactions, any study
+
+Writes report.md, report.csv and report.png, logs them (unless --no-log) as artifacts of
+the sweep's parent run, leaving its status, tags and metrics as they are, and prints the
+text report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lenet5.core.names import MODEL_NAME
+from lenet5.core.paths import PROJECT_ROOT, tracking_uri
+from lenet5.report.figure_tuned import write_tuned_chart
+from lenet5.report.reading import (
+    ReportError,
+    collect,
+    curves,
+    find_sweep,
+    open_experiment,
+    retry,
+    search_all,
+    watch,
+)
+from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
+from lenet5.report.render_tuned import render_tuned_markdown, render_tuned_text, write_tuned_csv
+from lenet5.report.stats import summarize
+from lenet5.report.tuning import has_nuisance, tables
+from lenet5.tracking import views
+from lenet5.tracking.liveness import STALE_AFTER_S, stale_runs
+from lenet5.tracking.runs import reap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="lenet5-report",
+        description="Report which design choices matter in a sweep recorded in MLflow.",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep-id", help="the sweep to report (tag lenet5.sweep_id)")
+    which.add_argument("--study", help="report the latest sweep of this study (lenet5.study)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db",
+    )
+    p.add_argument("--experiment", default="lenet5", help="MLflow experiment (default lenet5)")
+    p.add_argument(
+        "--out", type=Path, help="output folder (default <project>/mlruns/reports/<sweep id>/)"
+    )
+    p.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the report files as artifacts of the sweep's parent run",
+    )
+    orphans = p.add_mutually_exclusive_group()
+    orphans.add_argument(
+        "--stale",
+        action="store_true",
+        help="list the experiment's RUNNING runs whose process is gone, instead of a report",
+    )
+    orphans.add_argument(
+        "--reap",
+        action="store_true",
+        help="end those runs KILLED (reason in failure_reason); resume=<run id> continues one",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER_S,
+        metavar="SECONDS",
+        help="a run on another host (or without a pid) is stale when its heartbeat is older "
+        f"(default {STALE_AFTER_S:.0f}); on this host its pid is checked",
+    )
+    p.add_argument(
+        "--register",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        help="register the sweep's best model (lowest final test error) in the Model Registry "
+        "as NAME (default lenet5-<study>)",
+    )
+    p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="the tuned report's tables (per-arm selection, paired/Welch intervals with Holm, "
+        "verdicts, factorial interactions) for a study without a nuisance grid too",
+    )
+    p.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="print progress every SECONDS until the sweep ends, then report",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 reported, 1 reported but not logged to the parent run, 2 nothing to
+    report on (the message on stderr says what the store holds)."""
+    args = parse_args(argv)
+    uri = tracking_uri(args.tracking_uri)
+    try:
+        client, exp = open_experiment(uri, args.experiment)
+        running = search_all(
+            client,
+            exp.experiment_id,
+            "attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time ASC"],
+        )
+        stale = stale_runs(running, args.stale_after)
+        if args.stale or args.reap:
+            return orphans(client, exp, stale, args.reap)
+        parent = find_sweep(client, exp, args.sweep_id, args.study)
+        if args.watch:
+            parent = watch(client, exp, parent, uri, args.watch)
+        info = collect(client, exp, parent, uri)
+    except ReportError as e:
+        print(f"lenet5-report: {e}", file=sys.stderr)
+        return 2
+    safe_id = info.sweep_id.replace(os.sep, "_")
+    out = args.out or PROJECT_ROOT / "mlruns" / "reports" / safe_id
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.md", out / "report.csv", out / "report.png"]
+    if args.tuned or has_nuisance(info.children):  # each arm at its own best setting
+        text = tuned_report(client, info, files)
+    else:
+        rows = summarize(info.children, info.factors, info.baseline)
+        files[0].write_text(render_markdown(info, rows))
+        write_csv(files[1], info, rows)
+        write_chart(files[2], info, rows, curves(client, info.children))
+        text = render_text(info, rows)
+    # Files and artifacts before printing, so a closed pipe (| head) cannot skip them.
+    status, logged = 0, ""
+    if not args.no_log:
+        try:
+            # Artifacts only: the parent's status, tags and metrics stay as the sweep left them.
+            for f in files:
+                retry(client.log_artifact, info.parent_run_id, str(f), "report")
+            logged = f"logged them as artifacts report/ of run {info.parent_run_id}"
+        except Exception as e:
+            logged = f"could not log them to run {info.parent_run_id}: {e}"
+            status = 1
+    print(text)
+    if stale:
+        print(
+            f"{len(stale)} RUNNING run(s) of {exp.name!r} have no live process; "
+            "lenet5-report --stale lists them, --reap ends them KILLED"
+        )
+    print(f"wrote {', '.join(f.name for f in files)} to {out}")
+    if logged:
+        print(logged, file=sys.stderr if status else sys.stdout)
+    print(links(uri, exp, info))
+    if args.register is not None:
+        try:
+            print(register(client, info, args.register or f"lenet5-{info.study}"))
+        except ReportError as e:
+            print(f"lenet5-report: {e}", file=sys.stderr)
+            return 2
+    return status
+
+
+def tuned_report(client, info, files: list[Path]) -> str:
+    """Selections, tuned and fixed-setting tables, factorial effects, learning curves."""
+    sels, rows = tables(info.children, info.factors, info.baseline)
+    files[0].write_text(render_tuned_markdown(info, sels, rows))
+    write_tuned_csv(files[1], info, sels, rows)
+    write_tuned_chart(files[2], info, sels, rows, curves(client, info.children))
+    return render_tuned_text(info, sels, rows)
+
+
+def links(uri: str, exp, info) -> str:
+    """Where the sweep opens in the MLflow UI (its saved view, the classic runs view)."""
+    base = views.ui_base(uri)
+    key = views.view_key(info.sweep_id)
+    saved = views.TAG_PREFIX + key in (exp.tags or {})
+    link = views.runs_link(base, exp.experiment_id, key if saved else None)
+    out = f"in the MLflow UI: {link}"
+    command = views.ui_command(uri)
+    return out + (f"\n  (serve it with: {command})" if command else "")
+
+
+def register(client, info, name: str) -> str:
+    """Register the sweep's best FINISHED trial's model (lowest final test error) as `name`."""
+    import mlflow
+
+    done = [r for r in info.children if r.status == "FINISHED" and r.error is not None]
+    if not done:
+        raise ReportError(f"sweep {info.sweep_id} has no FINISHED run to register")
+    best = min(done, key=lambda r: r.error)
+    models = client.search_logged_models(
+        experiment_ids=[client.get_run(best.run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{best.run_id}' and name = '{MODEL_NAME}'",
+    )
+    if not models:
+        raise ReportError(
+            f"run {best.run_id} ({best.name}) has no logged model: it was trained with "
+            "mlflow.log_model=false or before lenet5 logged models"
+        )
+    mlflow.set_tracking_uri(info.tracking_uri)
+    version = retry(mlflow.register_model, models[0].model_uri, name)
+    return (
+        f"registered run {best.run_id} ({best.name}, test error {100 * best.error:.2f}%) as "
+        f"model {name!r} version {version.version}; lenet5-predict FILE --model {name}"
+    )
+
+
+def orphans(client, exp, stale, reaping: bool) -> int:
+    """List (or reap) the stale runs; exit status 0."""
+    if not stale:
+        print(f"no stale runs in experiment {exp.name!r}: every RUNNING run is alive")
+        return 0
+    if reaping:
+        retry(reap, client, stale)
+    verb = "ended KILLED" if reaping else "stale"
+    print(f"{len(stale)} run(s) of experiment {exp.name!r} {verb}:")
+    for s in stale:
+        print(f"  {s.run_id} {s.name}: {s.reason}")
+    hint = "lenet5-train resume=<run id>" if reaping else "lenet5-report --reap"
+    print(f"next: {hint}")
+    return 0
