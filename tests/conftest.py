@@ -97,7 +97,9 @@ def lenet5_train() -> Callable[..., subprocess.CompletedProcess]:
     script where the project is installed, else the same entry point from src/), its output
     captured."""
     script = shutil.which("lenet5-train", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-c", "from lenet5.cli.train import main; main()"]
+    command = (
+        [script] if script else [sys.executable, "-c", "from lenet5.cli.train import main; main()"]
+    )
 
     def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)

@@ -85,3 +85,28 @@ def test_a_killed_run_of_the_old_release_resumes_with_its_stored_targets(old_sto
     assert error < 0.5  # 2 epochs of the paper's network on 4,000 digits; chance is 0.9
     steps = [m.step for m in client.get_metric_history(killed, "val/acc")]
     assert len(steps) == 2  # epoch 0 from the old release, epoch 1 continued here
+
+
+def test_an_option_file_naming_an_old_target_composes_and_trains(tmp_path, monkeypatch):
+    """A user's option file from the previous release (`_target_: lenet5.activation.X`)
+    works for one release, with one warning naming the new path."""
+    from lenet5.cli.train import compose
+    from lenet5.core import compat
+    from lenet5.model.activation import ScaledTanh
+    from lenet5.training.build import build_model
+    from lenet5.training.validate import validate
+
+    monkeypatch.setattr(compat, "_warned", set())
+    folder = tmp_path / "conf" / "model" / "activation"
+    folder.mkdir(parents=True)
+    (folder / "old_tanh.yaml").write_text("_target_: lenet5.activation.ScaledTanh\n")
+    overrides = [f"hydra.searchpath=[file://{tmp_path}/conf]", "model/activation=old_tanh"]
+    with pytest.warns(compat.OldPath) as caught:
+        cfg = compose(overrides)
+        validate(cfg)
+        net = build_model(cfg.model)
+    assert [str(w.message) for w in caught if w.category is compat.OldPath] == [
+        "lenet5.activation has moved to lenet5.model.activation; "
+        "the old path works for this release only"
+    ]
+    assert isinstance(net.c1_act, ScaledTanh) and isinstance(net.f6_act, ScaledTanh)

@@ -348,9 +348,10 @@ def test_report_prints_the_sweeps_link_and_registers_its_best_model(
     import mlflow
     import torch
 
+    from lenet5.core import names
     from lenet5.tracking import views
 
-    monkeypatch.delenv(views.UI_ENV, raising=False)
+    monkeypatch.delenv(names.UI_ENV, raising=False)
     jobs = one_at_a_time_jobs(seeds=(0,))
     pid = make_sweep(client, exp, "reg-1", "one_at_a_time", jobs)
     exp_id = client.get_experiment_by_name(exp).experiment_id

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from lenet5.core import names
 from lenet5.report import render
 from lenet5.report.reading import SweepInfo
 from lenet5.report.stats import Counts, Row
@@ -39,11 +40,11 @@ def test_a_colour_per_preset():
 
 
 def test_every_link_opens_the_classic_runs_view(monkeypatch):
-    monkeypatch.delenv(views.UI_ENV, raising=False)
+    monkeypatch.delenv(names.UI_ENV, raising=False)
     local = views.ui_base("sqlite:///x/mlflow.db")
     assert local == "http://127.0.0.1:5000"
     assert views.ui_base("http://host:8080/") == "http://host:8080"
-    monkeypatch.setenv(views.UI_ENV, "http://ui:1234/")
+    monkeypatch.setenv(names.UI_ENV, "http://ui:1234/")
     assert views.ui_base("sqlite:///x") == "http://ui:1234"
     for link in (
         views.runs_link(local, "3"),

@@ -28,6 +28,7 @@ from lenet5.core.paths import tracking_uri
 from lenet5.core.process import environ
 
 log = logging.getLogger("lenet5")
+# MLflow, torch and PIL are imported where they are used: a bad argument answers at once.
 
 
 class PredictError(RuntimeError):

@@ -16,6 +16,8 @@ from lenet5.core.names import MODEL_NAME, VAL_ACC
 from lenet5.tracking import runinfo
 
 log = logging.getLogger("lenet5")
+# MLflow, torch and matplotlib are imported where a run is recorded: lenet5-train imports
+# this module before it has checked the config, which must answer before they load.
 
 
 def best_val_acc(trainer) -> float | None:

@@ -12,6 +12,7 @@ end a run KILLED) and MLflow's http retry variables, and puts them back when it 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -19,7 +20,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from lenet5.cli.record import record
@@ -94,9 +98,6 @@ def compose(overrides: list[str] = ()) -> DictConfig:
     Keeps the `hydra` node (runtime choices, overrides) and registers it, as `@hydra.main`
     does, so `train` sees the same state as from the shell.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):  # where @hydra.main would run it (made when something is written)
@@ -122,8 +123,6 @@ PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
 
 def check_plugins(argv: list[str]) -> None:
     """Refuse, in one line naming the extra to install, a launcher whose plugin is absent."""
-    import importlib
-
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") != "hydra/launcher" or value not in PLUGINS:
@@ -152,8 +151,6 @@ def main() -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    from hydra.types import RunMode
-
     hc = HydraConfig.get()
     try:
         return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task))

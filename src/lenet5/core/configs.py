@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lenet5.core.errors import ConfigError
@@ -32,8 +33,6 @@ def hydra_node(cfg: DictConfig | None) -> DictConfig | None:
     """The `hydra` node of the composition that made `cfg` (itself, or the registered one)."""
     if cfg is not None and "hydra" in cfg:
         return cfg.hydra
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 

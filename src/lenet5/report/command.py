@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from lenet5.core.names import MODEL_NAME
+from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.reading import (
@@ -43,19 +43,20 @@ from lenet5.tracking.liveness import STALE_AFTER_S, stale_runs
 from lenet5.tracking.runs import reap
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="lenet5-report",
-        description="Report which design choices matter in a sweep recorded in MLflow.",
-    )
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    """Which sweep, in which store and experiment."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--sweep-id", help="the sweep to report (tag lenet5.sweep_id)")
-    which.add_argument("--study", help="report the latest sweep of this study (lenet5.study)")
+    which.add_argument("--sweep-id", help=f"the sweep to report (tag {names.SWEEP_ID})")
+    which.add_argument("--study", help=f"report the latest sweep of this study ({names.STUDY})")
     p.add_argument(
         "--tracking-uri",
         help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db",
     )
     p.add_argument("--experiment", default="lenet5", help="MLflow experiment (default lenet5)")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """Where the report's files go."""
     p.add_argument(
         "--out", type=Path, help="output folder (default <project>/mlruns/reports/<sweep id>/)"
     )
@@ -64,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not log the report files as artifacts of the sweep's parent run",
     )
+
+
+def _orphan_args(p: argparse.ArgumentParser) -> None:
+    """RUNNING runs whose process is gone, instead of a report."""
     orphans = p.add_mutually_exclusive_group()
     orphans.add_argument(
         "--stale",
@@ -73,7 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     orphans.add_argument(
         "--reap",
         action="store_true",
-        help="end those runs KILLED (reason in failure_reason); resume=<run id> continues one",
+        help=f"end those runs KILLED (reason in {names.FAILURE_REASON}); resume=<run id> "
+        "continues one",
     )
     p.add_argument(
         "--stale-after",
@@ -83,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a run on another host (or without a pid) is stale when its heartbeat is older "
         f"(default {STALE_AFTER_S:.0f}); on this host its pid is checked",
     )
+
+
+def _more_args(p: argparse.ArgumentParser) -> None:
+    """Registering the best model, the tuned tables, following a running sweep."""
     p.add_argument(
         "--register",
         metavar="NAME",
@@ -103,6 +113,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="print progress every SECONDS until the sweep ends, then report",
     )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="lenet5-report",
+        description="Report which design choices matter in a sweep recorded in MLflow.",
+    )
+    for add in (_sweep_args, _output_args, _orphan_args, _more_args):
+        add(p)
     return p.parse_args(argv)
 
 
@@ -113,45 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking_uri(args.tracking_uri)
     try:
         client, exp = open_experiment(uri, args.experiment)
-        running = search_all(
-            client,
-            exp.experiment_id,
-            "attributes.status = 'RUNNING'",
-            order_by=["attributes.start_time ASC"],
-        )
-        stale = stale_runs(running, args.stale_after)
+        stale = stale_runs(running(client, exp), args.stale_after)
         if args.stale or args.reap:
             return orphans(client, exp, stale, args.reap)
-        parent = find_sweep(client, exp, args.sweep_id, args.study)
-        if args.watch:
-            parent = watch(client, exp, parent, uri, args.watch)
-        info = collect(client, exp, parent, uri)
+        info = read_sweep(client, exp, uri, args)
     except ReportError as e:
-        print(f"lenet5-report: {e}", file=sys.stderr)
-        return 2
-    safe_id = info.sweep_id.replace(os.sep, "_")
-    out = args.out or PROJECT_ROOT / "mlruns" / "reports" / safe_id
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "report.md", out / "report.csv", out / "report.png"]
-    if args.tuned or has_nuisance(info.children):  # each arm at its own best setting
-        text = tuned_report(client, info, files)
-    else:
-        rows = summarize(info.children, info.factors, info.baseline)
-        files[0].write_text(render_markdown(info, rows))
-        write_csv(files[1], info, rows)
-        write_chart(files[2], info, rows, curves(client, info.children))
-        text = render_text(info, rows)
+        return refused(e)
+    out = args.out or PROJECT_ROOT / "mlruns" / "reports" / info.sweep_id.replace(os.sep, "_")
+    files, text = write_report(client, info, out, args.tuned)
     # Files and artifacts before printing, so a closed pipe (| head) cannot skip them.
-    status, logged = 0, ""
-    if not args.no_log:
-        try:
-            # Artifacts only: the parent's status, tags and metrics stay as the sweep left them.
-            for f in files:
-                retry(client.log_artifact, info.parent_run_id, str(f), "report")
-            logged = f"logged them as artifacts report/ of run {info.parent_run_id}"
-        except Exception as e:
-            logged = f"could not log them to run {info.parent_run_id}: {e}"
-            status = 1
+    status, logged = (0, "") if args.no_log else log_files(client, info, files)
     print(text)
     if stale:
         print(
@@ -162,13 +152,63 @@ def main(argv: list[str] | None = None) -> int:
     if logged:
         print(logged, file=sys.stderr if status else sys.stdout)
     print(links(uri, exp, info))
-    if args.register is not None:
-        try:
-            print(register(client, info, args.register or f"lenet5-{info.study}"))
-        except ReportError as e:
-            print(f"lenet5-report: {e}", file=sys.stderr)
-            return 2
+    if args.register is not None and not registered(client, info, args.register):
+        return 2
     return status
+
+
+def refused(e: ReportError) -> int:
+    """Say why there is nothing to report on; exit status 2."""
+    print(f"lenet5-report: {e}", file=sys.stderr)
+    return 2
+
+
+def running(client, exp) -> list:
+    """The experiment's RUNNING runs, oldest first."""
+    return search_all(
+        client,
+        exp.experiment_id,
+        "attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def read_sweep(client, exp, uri: str, args: argparse.Namespace):
+    """The sweep asked for (by id, study, else the latest), once it has ended with --watch."""
+    parent = find_sweep(client, exp, args.sweep_id, args.study)
+    if args.watch:
+        parent = watch(client, exp, parent, uri, args.watch)
+    return collect(client, exp, parent, uri)
+
+
+def write_report(client, info, out: Path, tuned: bool) -> tuple[list[Path], str]:
+    """report.md, report.csv and report.png written to `out`; (those files, the text report)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.md", out / "report.csv", out / "report.png"]
+    if tuned or has_nuisance(info.children):  # each arm at its own best setting
+        return files, tuned_report(client, info, files)
+    return files, plain_report(client, info, files)
+
+
+def log_files(client, info, files: list[Path]) -> tuple[int, str]:
+    """Log the files as artifacts report/ of the sweep's parent run: (exit status, what
+    happened, for the user)."""
+    try:
+        # Artifacts only: the parent's status, tags and metrics stay as the sweep left them.
+        for f in files:
+            retry(client.log_artifact, info.parent_run_id, str(f), "report")
+    except Exception as e:
+        return 1, f"could not log them to run {info.parent_run_id}: {e}"
+    return 0, f"logged them as artifacts report/ of run {info.parent_run_id}"
+
+
+def plain_report(client, info, files: list[Path]) -> str:
+    """Each factor's levels against the baseline (Welch), and the learning curves."""
+    rows = summarize(info.children, info.factors, info.baseline)
+    files[0].write_text(render_markdown(info, rows))
+    write_csv(files[1], info, rows)
+    write_chart(files[2], info, rows, curves(client, info.children))
+    return render_text(info, rows)
 
 
 def tuned_report(client, info, files: list[Path]) -> str:
@@ -191,9 +231,19 @@ def links(uri: str, exp, info) -> str:
     return out + (f"\n  (serve it with: {command})" if command else "")
 
 
+def registered(client, info, name: str) -> bool:
+    """--register [NAME]: register the best model, and say so; or say why not (False)."""
+    try:
+        print(register(client, info, name or f"lenet5-{info.study}"))
+    except ReportError as e:
+        refused(e)
+        return False
+    return True
+
+
 def register(client, info, name: str) -> str:
     """Register the sweep's best FINISHED trial's model (lowest final test error) as `name`."""
-    import mlflow
+    import mlflow  # deferred: about a second to import; only --register needs it
 
     done = [r for r in info.children if r.status == "FINISHED" and r.error is not None]
     if not done:
@@ -201,7 +251,7 @@ def register(client, info, name: str) -> str:
     best = min(done, key=lambda r: r.error)
     models = client.search_logged_models(
         experiment_ids=[client.get_run(best.run_id).info.experiment_id],
-        filter_string=f"source_run_id = '{best.run_id}' and name = '{MODEL_NAME}'",
+        filter_string=f"source_run_id = '{best.run_id}' and name = '{names.MODEL_NAME}'",
     )
     if not models:
         raise ReportError(

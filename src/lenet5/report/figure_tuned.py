@@ -36,6 +36,88 @@ def band(series: list[list[float]]) -> tuple[list[int], list[float], list[float]
     )
 
 
+def blank_grid(parent, rows: int, cols: int, **kw):
+    """A rows x cols grid of axes, each off until a panel is drawn on it."""
+    grid = parent.subplots(rows, cols, squeeze=False, **kw)
+    for ax in grid.flat:
+        ax.set_axis_off()
+    return grid
+
+
+def largest_interactions(rows: list[Comparison], n: int) -> list[Comparison]:
+    """The `n` two-way interactions with the largest estimates (in size), of those with one."""
+    return sorted(
+        (r for r in rows if r.table == "interaction" and r.diff is not None),
+        key=lambda r: -abs(r.diff.estimate),
+    )[:n]
+
+
+def tuned_error_panel(
+    ax, factor: str, tuned: list[Comparison], fixed: dict[str, Comparison], ylabel: bool
+) -> None:
+    """One factor's levels: test error, mean +/- std, at each arm's selected setting (blue)
+    and at the baseline's (grey); the baseline red."""
+    for x, r in enumerate(tuned):
+        for dx, rr, colour, label in (
+            (-0.12, r, "tab:blue", "tuned"),
+            (0.12, fixed.get(r.level), "tab:grey", "at the baseline's setting"),
+        ):
+            if rr is None or rr.mean is None:
+                continue
+            ax.errorbar(
+                x + dx,
+                rr.mean,
+                yerr=[[min(rr.std or 0, rr.mean)], [rr.std or 0]],
+                fmt="o",
+                capsize=3,
+                color="tab:red" if r.is_baseline else colour,
+                label=label if x == 1 else None,
+            )
+    ax.set_xticks(range(len(tuned)), [f"{r.level}\n{short(r.setting)}" for r in tuned], fontsize=8)
+    ax.set_xlim(-0.6, max(len(tuned), 1) - 0.4)
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{factor}: test error", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if ylabel:
+        ax.set_ylabel("test error (%), mean +/- std")
+    if len(tuned) > 1:
+        ax.legend(fontsize=7)
+
+
+def tuned_curve_panel(
+    ax, info: SweepInfo, sels, factor: str, tuned: list[Comparison], curves, ylabel: bool
+) -> None:
+    """One factor's learning curves: each level at its selected setting."""
+    by = {}
+    for r in tuned:
+        cell = arm_cell(
+            info.factors, info.baseline, factor, r.level
+        )  # a baseline row: the baseline
+        sel = sels.get(cell)
+        label = f"{r.level} ({short(sel.selected) if sel else '-'})"
+        by[label] = arm_curves(info.children, curves, info.factors, cell, sel and sel.selected)
+    draw_curves(ax, by, f"{factor}: validation accuracy")
+    if ylabel:
+        ax.set_ylabel("val accuracy (%): mean, band min-max over seeds")
+
+
+def interaction_panels(axes, info: SweepInfo, sels, inter: list[Comparison]) -> None:
+    """A panel per interaction in `inter`, each cell at its selected setting; the other
+    axes of the row off."""
+    groups = tuned_groups(info.children, info.factors, sels)
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, r in zip(axes, inter, strict=False):
+        f, h = r.factor.split(" x ")
+        means = interaction_means(groups, info.factors, f, h)
+        draw_interaction(ax, means, info.baseline, f, h)
+        ax.set_title(
+            f"{r.factor}: test error (%), each cell tuned\n"
+            f"{r.level} interaction {r.diff.estimate:+.2f}" + _interval(r),
+            fontsize=9,
+        )
+
+
 def write_tuned_chart(
     path: Path,
     info: SweepInfo,
@@ -43,68 +125,22 @@ def write_tuned_chart(
     rows: list[Comparison],
     curves: dict[str, list[float]],
 ):
+    """A column per factor: test error tuned and fixed above, learning curves below; for a
+    factorial study, a row of its largest interactions under them."""
+    # Deferred: matplotlib takes a moment to import, and only the PNG needs it.
     from matplotlib.figure import Figure
 
-    factors = info.factors
-    n = max(1, len(factors))
-    inter = sorted(
-        (r for r in rows if r.table == "interaction" and r.diff is not None),
-        key=lambda r: -abs(r.diff.estimate),
-    )[:n]
+    n = max(1, len(info.factors))
+    inter = largest_interactions(rows, n)
     fig = Figure(figsize=(max(6.4, 3.4 * n), 10.6 if inter else 7.2), layout="constrained")
     grid = fig.subplots(3 if inter else 2, n, squeeze=False)
-    for i, f in enumerate(factors):
-        ax, cax = grid[0][i], grid[1][i]
+    for i, f in enumerate(info.factors):
         tuned = [r for r in rows if r.table == "tuned" and r.factor == f]
         fixed = {r.level: r for r in rows if r.table == "fixed" and r.factor == f}
-        for x, r in enumerate(tuned):
-            for dx, rr, colour, label in (
-                (-0.12, r, "tab:blue", "tuned"),
-                (0.12, fixed.get(r.level), "tab:grey", "at the baseline's setting"),
-            ):
-                if rr is None or rr.mean is None:
-                    continue
-                ax.errorbar(
-                    x + dx,
-                    rr.mean,
-                    yerr=[[min(rr.std or 0, rr.mean)], [rr.std or 0]],
-                    fmt="o",
-                    capsize=3,
-                    color="tab:red" if r.is_baseline else colour,
-                    label=label if x == 1 else None,
-                )
-        ax.set_xticks(
-            range(len(tuned)), [f"{r.level}\n{short(r.setting)}" for r in tuned], fontsize=8
-        )
-        ax.set_xlim(-0.6, max(len(tuned), 1) - 0.4)
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"{f}: test error", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        if i == 0:
-            ax.set_ylabel("test error (%), mean +/- std")
-        if len(tuned) > 1:
-            ax.legend(fontsize=7)
-        by = {}
-        for r in tuned:
-            cell = arm_cell(factors, info.baseline, f, r.level)  # a baseline row: the baseline
-            sel = sels.get(cell)
-            label = f"{r.level} ({short(sel.selected) if sel else '-'})"
-            by[label] = arm_curves(info.children, curves, factors, cell, sel and sel.selected)
-        draw_curves(cax, by, f"{f}: validation accuracy")
-        if i == 0:
-            cax.set_ylabel("val accuracy (%): mean, band min-max over seeds")
+        tuned_error_panel(grid[0][i], f, tuned, fixed, ylabel=i == 0)
+        tuned_curve_panel(grid[1][i], info, sels, f, tuned, curves, ylabel=i == 0)
     if inter:
-        groups = tuned_groups(info.children, factors, sels)
-        for ax in grid[2]:
-            ax.set_axis_off()
-        for ax, r in zip(grid[2], inter, strict=False):
-            f, h = r.factor.split(" x ")
-            draw_interaction(ax, interaction_means(groups, factors, f, h), info.baseline, f, h)
-            ax.set_title(
-                f"{r.factor}: test error (%), each cell tuned\n"
-                f"{r.level} interaction {r.diff.estimate:+.2f}" + _interval(r),
-                fontsize=9,
-            )
+        interaction_panels(grid[2], info, sels, inter)
     fig.suptitle(
         f"study {info.study}, sweep {info.sweep_id}\neach arm at its selected nuisance setting "
         "(blue), and at the baseline's (grey); red: baseline",
@@ -145,7 +181,7 @@ def draw_interaction(ax, means, baseline: dict[str, str], f: str, h: str) -> Non
 
 def draw_curves(ax, series_by_label: dict[str, list[list[float]]], title: str) -> None:
     """Mean validation accuracy per epoch with the seeds' range as a band, one line each."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred: matplotlib, for the PNG only
 
     for label, series in series_by_label.items():
         if not series:
@@ -168,9 +204,7 @@ def simple_curves(subfig, info: SweepInfo, curves, cols: int, panel_rows: int) -
     """Learning curves of a study without a nuisance grid: per factor, each level with the
     other factors at baseline."""
     factors = info.factors
-    grid = subfig.subplots(panel_rows, cols, squeeze=False)
-    for ax in grid.flat:
-        ax.set_axis_off()
+    grid = blank_grid(subfig, panel_rows, cols)
     for i, f in enumerate(factors):
         ax = grid[i // cols][i % cols]
         ax.set_axis_on()

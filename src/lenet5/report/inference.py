@@ -13,6 +13,9 @@ procedure: adjusted p-values, and each interval at the level Holm tests its comp
 (alpha / (m - rank + 1) for the comparisons up to the first one Holm does not reject, that
 first one's level for the rest), so an interval excludes 0 exactly where its adjusted p is
 below alpha.
+
+The plain report (`stats`) takes its intervals from here too, unadjusted: the mean's t
+interval (`mean_se`, `t_crit`) and Welch's of a difference (`welch_contrast`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,50 @@ from dataclasses import dataclass, replace
 from statistics import mean, stdev
 
 Group = list[tuple[str, float]]  # (seed, value) of each run in one arm
+
+
+def t_crit(level: float, df: float) -> float:
+    """Student's t quantile that bounds a two-sided `level` interval with `df` degrees of
+    freedom (0.95: the 0.975 quantile)."""
+    from scipy.stats import t  # deferred: scipy.stats takes half a second to import
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+def _p(estimate: float, se: float, df: float) -> float:
+    """Two-sided p-value of the t test of `estimate` against 0."""
+    if se == 0:
+        return 1.0 if estimate == 0 else 0.0
+    from scipy.stats import t  # deferred: scipy.stats takes half a second to import
+
+    return float(2 * t.sf(abs(estimate) / se, df))
+
+
+def describe(values: list[float]) -> tuple[int, float | None, float | None]:
+    """(n, mean, standard deviation) of a sample; the mean None without values, the standard
+    deviation None below two."""
+    return (
+        len(values),
+        mean(values) if values else None,
+        stdev(values) if len(values) > 1 else None,
+    )
+
+
+def mean_se(values: list[float]) -> tuple[float, float, int]:
+    """(mean, standard error, degrees of freedom) of one sample of two values or more: the
+    one-sample t interval's parts (a paired contrast's, on its per-seed contrasts)."""
+    return mean(values), stdev(values) / math.sqrt(len(values)), len(values) - 1
+
+
+def welch_se_df(values: list[list[float]], coefs: list[float]) -> tuple[float, float]:
+    """(standard error, Welch-Satterthwaite degrees of freedom) of sum c_i mean_i over
+    independent groups of two values or more; no spread anywhere: (0, inf), as the df is 0/0."""
+    parts = [c * c * stdev(v) ** 2 / len(v) for c, v in zip(coefs, values, strict=True)]
+    var = sum(parts)
+    if var == 0:
+        return 0.0, math.inf
+    df = var**2 / sum(p * p / (len(v) - 1) for p, v in zip(parts, values, strict=True) if p > 0)
+    return math.sqrt(var), df
 
 
 @dataclass(frozen=True)
@@ -47,9 +94,7 @@ class Contrast:
             return None
         if self.se == 0:
             return 0.0
-        from scipy.stats import t
-
-        return float(t.ppf(0.5 + self.level / 2, self.df)) * self.se
+        return t_crit(self.level, self.df) * self.se
 
     @property
     def low(self) -> float | None:
@@ -60,14 +105,6 @@ class Contrast:
     def high(self) -> float | None:
         h = self.half
         return None if h is None else self.estimate + h
-
-
-def _p(estimate: float, se: float, df: float) -> float:
-    if se == 0:
-        return 1.0 if estimate == 0 else 0.0
-    from scipy.stats import t
-
-    return float(2 * t.sf(abs(estimate) / se, df))
 
 
 def pairable(groups: list[Group]) -> bool:
@@ -81,29 +118,34 @@ def pairable(groups: list[Group]) -> bool:
     return len(seed_sets[0]) >= 2 and all(s == seed_sets[0] for s in seed_sets)
 
 
-def contrast(groups: list[Group], coefs: list[float], level: float = 0.95) -> Contrast | None:
-    """sum c_i mean(group_i) with its interval; None if a group is empty."""
-    if any(not g for g in groups):
-        return None
-    if pairable(groups):
-        seeds = sorted({s for s, _ in groups[0]})
-        by = [dict(g) for g in groups]
-        d = [sum(c * b[s] for c, b in zip(coefs, by, strict=True)) for s in seeds]
-        se, df = stdev(d) / math.sqrt(len(d)), len(d) - 1
-        est = mean(d)
-        return Contrast(est, se, df, True, f"{len(d)} pairs", level, _p(est, se, df))
-    values = [[v for _, v in g] for g in groups]
+def paired_contrast(groups: list[Group], coefs: list[float], level: float = 0.95) -> Contrast:
+    """The contrast per seed, and the one-sample t interval of those (`pairable` groups)."""
+    seeds = sorted({s for s, _ in groups[0]})
+    by = [dict(g) for g in groups]
+    d = [sum(c * b[s] for c, b in zip(coefs, by, strict=True)) for s in seeds]
+    est, se, df = mean_se(d)
+    return Contrast(est, se, df, True, f"{len(d)} pairs", level, _p(est, se, df))
+
+
+def welch_contrast(values: list[list[float]], coefs: list[float], level: float = 0.95) -> Contrast:
+    """sum c_i mean(values_i) over independent groups, with Welch's interval where every
+    group has two values or more (else an estimate without one)."""
     est = sum(c * mean(v) for c, v in zip(coefs, values, strict=True))
     n = "+".join(str(len(v)) for v in values)
     if any(len(v) < 2 for v in values):
         return Contrast(est, None, None, False, n, level)
-    parts = [c * c * stdev(v) ** 2 / len(v) for c, v in zip(coefs, values, strict=True)]
-    var = sum(parts)
-    if var == 0:  # no spread anywhere: Welch's df is 0/0
-        return Contrast(est, 0.0, math.inf, False, n, level, _p(est, 0.0, math.inf))
-    df = var**2 / sum(p * p / (len(v) - 1) for p, v in zip(parts, values, strict=True) if p > 0)
-    se = math.sqrt(var)
+    se, df = welch_se_df(values, coefs)
     return Contrast(est, se, df, False, n, level, _p(est, se, df))
+
+
+def contrast(groups: list[Group], coefs: list[float], level: float = 0.95) -> Contrast | None:
+    """sum c_i mean(group_i) with its interval, paired by seed where the groups allow it,
+    else Welch's; None if a group is empty."""
+    if any(not g for g in groups):
+        return None
+    if pairable(groups):
+        return paired_contrast(groups, coefs, level)
+    return welch_contrast([[v for _, v in g] for g in groups], coefs, level)
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -103,9 +103,9 @@ def open_experiment(uri: str, name: str):
     client = retry(client_for, uri, write=False)
     exp = retry(client.get_experiment_by_name, name)
     if exp is None:
-        names = [e.name for e in retry(client.search_experiments)]
+        existing = [e.name for e in retry(client.search_experiments)]
         raise ReportError(
-            f"no experiment {name!r} in {uri}; experiments there: {', '.join(names) or 'none'}"
+            f"no experiment {name!r} in {uri}; experiments there: {', '.join(existing) or 'none'}"
         )
     return client, exp
 
@@ -137,7 +137,7 @@ def find_sweep(client, exp, sweep_id: str | None = None, study: str | None = Non
         hits, what = sweeps, "any sweep"
     if not hits:
         raise ReportError(
-            f"no sweep parent run (tag lenet5.role=sweep) with {what} in experiment "
+            f"no sweep parent run (tag {names.ROLE}={names.ROLE_SWEEP}) with {what} in experiment "
             f"{exp.name!r}; sweeps there: {_describe(sweeps)}"
         )
     return hits[0]
@@ -151,12 +151,12 @@ def design_of(parent) -> tuple[list[str], dict[str, str], int | None]:
         baseline = json.loads(tags[names.BASELINE])
     except (KeyError, json.JSONDecodeError) as e:
         raise ReportError(
-            f"sweep parent run {parent.info.run_id} lacks a valid lenet5.factors / "
-            f"lenet5.baseline tag (JSON): {e}"
+            f"sweep parent run {parent.info.run_id} lacks a valid {names.FACTORS} / "
+            f"{names.BASELINE} tag (JSON): {e}"
         ) from e
     missing = [f for f in factors if f not in baseline]
     if missing:
-        raise ReportError(f"lenet5.baseline of run {parent.info.run_id} lacks {missing}")
+        raise ReportError(f"{names.BASELINE} of run {parent.info.run_id} lacks {missing}")
     try:
         expected = int(tags[names.EXPECTED_RUNS])
     except (KeyError, ValueError):

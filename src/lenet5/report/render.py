@@ -6,7 +6,8 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from lenet5.report.figure_tuned import simple_curves
+from lenet5.core import names
+from lenet5.report.figure_tuned import blank_grid, simple_curves
 from lenet5.report.reading import ERROR_METRIC, SweepInfo
 from lenet5.report.stats import Row
 
@@ -99,7 +100,8 @@ def header_lines(info: SweepInfo) -> list[str]:
 
 def _problem_lines(info: SweepInfo) -> list[str]:
     lines = [
-        f"{r.name} [{r.status}]: {r.tags.get('failure_reason', 'no failure_reason tag')}"
+        f"{r.name} [{r.status}]: "
+        + r.tags.get(names.FAILURE_REASON, f"no {names.FAILURE_REASON} tag")
         for r in info.children
         if r.status in ("FAILED", "KILLED")
     ]
@@ -172,19 +174,61 @@ def write_csv(path: Path, info: SweepInfo, rows: list[Row]) -> None:
             )
 
 
+def panel_shape(n_factors: int) -> tuple[int, int]:
+    """(columns, rows) of a section's panels: a panel per factor, at most 5 a row (more
+    factors wrap onto further rows)."""
+    cols = min(max(1, n_factors), 5)
+    return cols, -(-max(1, n_factors) // cols)
+
+
+def _level_points(ax, shown: list[Row]) -> None:
+    """Each level's mean with its 95% CI of the mean; the baseline red, with a line across."""
+    for i, r in enumerate(shown):
+        half = r.ci_half or 0
+        ax.errorbar(
+            i,
+            r.mean,
+            yerr=[[min(half, r.mean)], [half]],  # an error rate is never below 0%
+            fmt="o",
+            capsize=4,
+            color="tab:red" if r.is_baseline else "tab:blue",
+        )
+        if r.is_baseline:
+            ax.axhline(r.mean, color="tab:red", lw=0.8, ls="--")
+
+
+def error_panel(ax, title: str, block: list[Row], ylabel: bool) -> None:
+    """One factor's levels in one section: mean test error, bars the 95% CI of the mean."""
+    ax.set_axis_on()
+    shown = [r for r in block if r.mean is not None]
+    _level_points(ax, shown)
+    ax.set_xticks(
+        list(range(len(shown))),
+        [f"{r.level}\n(n={r.n})" for r in shown],
+        rotation=0 if len(shown) <= 3 else 25,
+        fontsize=8,
+    )
+    ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(bottom=0)
+    if ylabel:
+        ax.set_ylabel("test error (%)")
+    ax.grid(axis="y", alpha=0.3)
+    if not shown:
+        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+
+
 def write_chart(path: Path, info: SweepInfo, rows: list[Row], curves: dict | None = None):
     """Mean test error per level, one panel per section x factor, bars = 95% CI of the mean;
     with `curves` (run id -> val/acc per epoch), a row of learning curves per factor below."""
-    # Figure without pyplot: the Agg canvas, no global backend state, no display needed.
+    # Deferred: matplotlib takes a moment to import, and only the PNG needs it. A Figure
+    # without pyplot: the Agg canvas, no global backend state, no display needed.
     from matplotlib.figure import Figure
 
     blocks = list(_blocks(rows))
     sections = list(dict.fromkeys(s for s, _, _ in blocks)) or ["simple"]
-    factors = info.factors
-    # At least 6.4 in wide (the title's two lines fit whatever the number of factors), and
-    # at most 5 panels a row (more factors wrap onto further rows).
-    cols = min(max(1, len(factors)), 5)
-    panel_rows = -(-max(1, len(factors)) // cols)
+    cols, panel_rows = panel_shape(len(info.factors))
+    # At least 6.4 in wide: the title's two lines fit whatever the number of factors.
     height = 3.4 * len(sections) * panel_rows + 0.5
     fig = Figure(
         figsize=(max(6.4, 3.2 * cols), height + (3.4 * panel_rows if curves else 0)),
@@ -196,41 +240,11 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row], curves: dict | Non
         top, bottom = fig.subfigures(2, 1, height_ratios=[height, 3.4 * panel_rows])
         simple_curves(bottom, info, curves, cols, panel_rows)
     # A shared y axis per section makes the factors' effects comparable at a glance.
-    grid = top.subplots(len(sections) * panel_rows, cols, squeeze=False, sharey="all")
-    for ax in grid.flat:
-        ax.set_axis_off()
+    grid = blank_grid(top, len(sections) * panel_rows, cols, sharey="all")
     for section, factor, block in blocks:
-        i = factors.index(factor)
+        i = info.factors.index(factor)
         ax = grid[sections.index(section) * panel_rows + i // cols][i % cols]
-        ax.set_axis_on()
-        shown = [r for r in block if r.mean is not None]
-        x = range(len(shown))
-        for i, r in zip(x, shown, strict=True):
-            half = r.ci_half or 0
-            ax.errorbar(
-                i,
-                r.mean,
-                yerr=[[min(half, r.mean)], [half]],  # an error rate is never below 0%
-                fmt="o",
-                capsize=4,
-                color="tab:red" if r.is_baseline else "tab:blue",
-            )
-            if r.is_baseline:
-                ax.axhline(r.mean, color="tab:red", lw=0.8, ls="--")
-        ax.set_xticks(
-            list(x),
-            [f"{r.level}\n(n={r.n})" for r in shown],
-            rotation=0 if len(shown) <= 3 else 25,
-            fontsize=8,
-        )
-        ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
-        ax.set_title(f"{factor} ({section})", fontsize=10)
-        ax.set_ylim(bottom=0)
-        if factors.index(factor) % cols == 0:
-            ax.set_ylabel("test error (%)")
-        ax.grid(axis="y", alpha=0.3)
-        if not shown:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+        error_panel(ax, f"{factor} ({section})", block, ylabel=i % cols == 0)
     fig.suptitle(
         f"study {info.study}\nsweep {info.sweep_id}\nmean test error; bars: 95% CI of the "
         "mean (clipped at 0); red: baseline",

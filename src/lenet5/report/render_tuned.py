@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+from lenet5.core import names
 from lenet5.report.reading import SweepInfo
 from lenet5.report.render import _num, _problem_lines, aligned, header_lines
 from lenet5.report.tuning import Cell, Comparison, Selection
@@ -149,10 +151,11 @@ def _comparisons(block_map, table) -> int:
 def nuisance_line(sels) -> str:
     keys = sorted({k for s in _keys(sels) if s for k in json.loads(s)})
     if not keys:
-        return "nuisance: none (no lenet5.nuisance tag): one setting per arm"
+        return f"nuisance: none (no {names.NUISANCE} tag): one setting per arm"
     return (
         f"nuisance: {', '.join(keys)}, tuned per arm: the setting with the best mean "
-        "validation accuracy over seeds (final/val_acc) is selected (*), its test error reported"
+        f"validation accuracy over seeds ({names.FINAL_VAL_ACC}) is selected (*), its test "
+        "error reported"
     )
 
 
@@ -172,7 +175,7 @@ def verdict_lines(rows: list[Comparison]) -> list[str]:
         )
     return (
         ["Verdicts, tuned vs at the baseline's setting (test error, points):", *out, ""]
-        if (out)
+        if out
         else []
     )
 
@@ -231,44 +234,52 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_tuned_csv(path: Path, info: SweepInfo, sels, rows: list[Comparison]) -> None:
-    def num(x, digits=".6g"):
-        return "" if x is None else format(x, digits)
+def _num6(x: float | None) -> str:
+    return "" if x is None else format(x, ".6g")
 
+
+def _selection_rows(info: SweepInfo, sels) -> Iterator[list]:
+    """Per arm and nuisance setting: its mean validation accuracy, runs, whether selected."""
+    for cell, sel in sels.items():
+        for s, (v, n) in sel.by_setting.items():
+            level = arm_name(cell, info.factors, info.baseline)
+            yield (
+                [info.sweep_id, info.study, "selection", "arm", level, "", s, _num6(v), n]
+                + [""] * 10
+                + ["selected" if s == sel.selected else ""]
+            )
+
+
+def _comparison_row(info: SweepInfo, r: Comparison) -> list:
+    d = r.diff
+    return [
+        info.sweep_id,
+        info.study,
+        r.table,
+        r.factor,
+        r.level,
+        int(r.is_baseline),
+        r.setting or "",
+        _num6(r.val),
+        r.n,
+        _num6(r.mean),
+        _num6(r.std),
+        _num6(d.estimate) if d else "",
+        _num6(d.low) if d else "",
+        _num6(d.high) if d else "",
+        _num6(d.level) if d else "",
+        d.test if d else "",
+        d.n if d else "",
+        _num6(d.p) if d else "",
+        _num6(d.p_adj) if d else "",
+        r.verdict,
+    ]
+
+
+def write_tuned_csv(path: Path, info: SweepInfo, sels, rows: list[Comparison]) -> None:
+    """The selections, then every table's rows; numbers to 6 significant digits."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
-        for cell, sel in sels.items():
-            for s, (v, n) in sel.by_setting.items():
-                level = arm_name(cell, info.factors, info.baseline)
-                w.writerow(
-                    [info.sweep_id, info.study, "selection", "arm", level, "", s, num(v), n]
-                    + [""] * 10
-                    + ["selected" if s == sel.selected else ""]
-                )
-        for r in rows:
-            d = r.diff
-            w.writerow(
-                [
-                    info.sweep_id,
-                    info.study,
-                    r.table,
-                    r.factor,
-                    r.level,
-                    int(r.is_baseline),
-                    r.setting or "",
-                    num(r.val),
-                    r.n,
-                    num(r.mean),
-                    num(r.std),
-                    num(d.estimate) if d else "",
-                    num(d.low) if d else "",
-                    num(d.high) if d else "",
-                    num(d.level) if d else "",
-                    d.test if d else "",
-                    d.n if d else "",
-                    num(d.p) if d else "",
-                    num(d.p_adj) if d else "",
-                    r.verdict,
-                ]
-            )
+        w.writerows(_selection_rows(info, sels))
+        w.writerows(_comparison_row(info, r) for r in rows)

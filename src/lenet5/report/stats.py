@@ -3,15 +3,16 @@
 For each factor the levels are compared with the other factors at their baseline levels
 (simple effects; for a one-at-a-time study these are all its contrasts), and, for a
 factorial study, over all runs (main effects). Test errors are in %; differences to the
-baseline level come with Welch's 95% confidence interval.
+baseline level come with Welch's 95% confidence interval (`inference` computes the intervals
+of both reports).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from statistics import mean, stdev
+
+from lenet5.report.inference import describe, mean_se, t_crit, welch_contrast
 
 
 @dataclass(frozen=True)
@@ -71,30 +72,20 @@ class Counts:
         return self.running + (self.not_started or 0)
 
 
-def _t975(df: float) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
 def mean_ci_half(values: list[float]) -> float | None:
     """Half-width of the 95% t interval of the mean; None below two values."""
     if len(values) < 2:
         return None
-    return _t975(len(values) - 1) * stdev(values) / math.sqrt(len(values))
+    _, se, df = mean_se(values)
+    return t_crit(0.95, df) * se
 
 
 def welch_ci(a: list[float], b: list[float]) -> tuple[float, float] | None:
     """95% Welch t interval of mean(a) - mean(b); None unless both have two values."""
     if len(a) < 2 or len(b) < 2:
         return None
-    diff = mean(a) - mean(b)
-    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
-    if va + vb == 0:  # identical values on both sides: no spread, Welch's df is 0/0
-        return diff, diff
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = _t975(df) * math.sqrt(va + vb)
-    return diff - half, diff + half
+    c = welch_contrast([a, b], [1.0, -1.0])
+    return c.low, c.high
 
 
 def _level_row(
@@ -111,16 +102,17 @@ def _level_row(
     if is_base:
         diff = 0.0 if pct else None
     elif pct and base_pct:
-        diff = mean(pct) - mean(base_pct)
-        low, high = welch_ci(pct, base_pct) or (None, None)
+        d = welch_contrast([pct, base_pct], [1.0, -1.0])  # no interval below two runs a side
+        diff, low, high = d.estimate, d.low, d.high
+    n, avg, std = describe(pct)
     return Row(
         section=section,
         factor=factor,
         level=level,
         is_baseline=is_base,
-        n=len(pct),
-        mean=mean(pct) if pct else None,
-        std=stdev(pct) if len(pct) > 1 else None,
+        n=n,
+        mean=avg,
+        std=std,
         ci_half=mean_ci_half(pct),
         diff=diff,
         diff_low=low,

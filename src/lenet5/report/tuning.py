@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from statistics import mean, stdev
+from statistics import mean
 
-from lenet5.core.names import NUISANCE
-from lenet5.report.inference import Contrast, Group, adjust, contrast, verdict
+from lenet5.core import names
+from lenet5.report.inference import Contrast, Group, adjust, contrast, describe, verdict
 from lenet5.report.stats import Run, is_factorial
 
 Cell = tuple[str, ...]  # one level per factor, in the study's factor order
@@ -53,11 +53,11 @@ class Comparison:
 
 
 def setting_of(run: Run) -> str:
-    return run.tags.get(NUISANCE) or ""
+    return run.tags.get(names.NUISANCE) or ""
 
 
 def has_nuisance(runs: list[Run]) -> bool:
-    return any(NUISANCE in r.tags for r in runs)
+    return any(names.NUISANCE in r.tags for r in runs)
 
 
 def cell_of(run: Run, factors: list[str]) -> Cell:
@@ -97,14 +97,14 @@ def arm_runs(runs: list[Run], factors: list[str], cell: Cell, setting: str | Non
 def group(runs: list[Run], factors: list[str], cell: Cell, setting: str | None) -> Group:
     """(seed, test error %) of the arm's runs at `setting`."""
     return [
-        (r.tags.get("seed", r.run_id), 100 * r.error)
+        (r.tags.get(names.SEED, r.run_id), 100 * r.error)
         for r in arm_runs(runs, factors, cell, setting)
     ]
 
 
 def _row(table, factor, level, is_base, g: Group, sel, setting, diff):
     """A table's row before adjustment: its verdict comes with the Holm interval."""
-    vals = [v for _, v in g]
+    n, avg, std = describe([v for _, v in g])
     val = sel.by_setting.get(setting, (None, 0))[0] if sel and setting is not None else None
     return Comparison(
         table=table,
@@ -113,9 +113,9 @@ def _row(table, factor, level, is_base, g: Group, sel, setting, diff):
         is_baseline=is_base,
         setting=setting,
         val=val,
-        n=len(vals),
-        mean=mean(vals) if vals else None,
-        std=stdev(vals) if len(vals) > 1 else None,
+        n=n,
+        mean=avg,
+        std=std,
         diff=diff,
         verdict="-" if is_base else "",
     )
@@ -174,6 +174,70 @@ def _at(cell: Cell, levels: dict[int, str]) -> Cell:
     return tuple(levels.get(i, lvl) for i, lvl in enumerate(cell))
 
 
+def averaged(sets: list[list[Group]], weights: tuple[float, ...]) -> Contrast | None:
+    """The contrast `weights` of each matched set of groups, averaged over the sets; None
+    without a set."""
+    k = len(sets)
+    if not k:
+        return None
+    return contrast([g for gs in sets for g in gs], [w / k for _ in sets for w in weights])
+
+
+def main_effects(groups: dict[Cell, Group], factors, baseline, levels) -> list[Comparison]:
+    """Each level against its factor's baseline level, over the cells matched on the others."""
+    rows = []
+    for i, f in enumerate(factors):
+        for lvl in levels[f]:
+            if lvl == baseline[f]:
+                continue
+            pairs = [
+                [groups[c], groups[_at(c, {i: baseline[f]})]]
+                for c in groups
+                if c[i] == lvl and _at(c, {i: baseline[f]}) in groups
+            ]
+            d = averaged(pairs, (1.0, -1.0))
+            rows.append(
+                Comparison("main", f, lvl, False, None, None, len(pairs), None, None, d, "")
+            )
+    return rows
+
+
+def _quads(groups: dict[Cell, Group], i: int, j: int, a: str, b: str, base_i: str, base_j: str):
+    """Per cell at (a, b) on positions (i, j): the groups of (a, b), (a, base), (base, b),
+    (base, base), the other factors as in that cell; only where all four were run."""
+    quads = []
+    for c in groups:
+        if c[i] != a or c[j] != b:
+            continue
+        four = [
+            _at(c, {i: a, j: b}),
+            _at(c, {i: a, j: base_j}),
+            _at(c, {i: base_i, j: b}),
+            _at(c, {i: base_i, j: base_j}),
+        ]
+        if all(q in groups for q in four):
+            quads.append([groups[q] for q in four])
+    return quads
+
+
+def interactions(groups: dict[Cell, Group], factors, baseline, levels) -> list[Comparison]:
+    """Each pair of factors' off-baseline levels: (ab - a - b + base), over matched cells."""
+    rows = []
+    for (i, f), (j, h) in itertools.combinations(enumerate(factors), 2):
+        for a, b in itertools.product(levels[f], levels[h]):
+            if a == baseline[f] or b == baseline[h]:
+                continue
+            quads = _quads(groups, i, j, a, b, baseline[f], baseline[h])
+            d = averaged(quads, (1.0, -1.0, -1.0, 1.0))
+            name, level = f"{f} x {h}", f"{a} x {b}"
+            rows.append(
+                Comparison(
+                    "interaction", name, level, False, None, None, len(quads), None, None, d, ""
+                )
+            )
+    return rows
+
+
 def factorial_tables(
     runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5, sel=None
 ) -> list[Comparison]:
@@ -182,50 +246,11 @@ def factorial_tables(
     side (matched over the other factors)."""
     sel = select(runs, factors) if sel is None else sel
     groups = tuned_groups(runs, factors, sel)
-    idx = {f: i for i, f in enumerate(factors)}
-    levels = {f: sorted({c[idx[f]] for c in groups} | {baseline[f]}) for f in factors}
-    base_all = [v for c, g in groups.items() for _, v in g]
+    levels = {f: sorted({c[i] for c in groups} | {baseline[f]}) for i, f in enumerate(factors)}
+    base_all = [v for g in groups.values() for _, v in g]
     ref = mean(base_all) if base_all else None
-    main, inter = [], []
-    for f in factors:
-        for lvl in levels[f]:
-            if lvl == baseline[f]:
-                continue
-            pairs = [
-                (groups[c], groups[_at(c, {idx[f]: baseline[f]})])
-                for c in groups
-                if c[idx[f]] == lvl and _at(c, {idx[f]: baseline[f]}) in groups
-            ]
-            k = len(pairs)
-            gs = [g for p in pairs for g in p]
-            coefs = [w / k for _ in pairs for w in (1.0, -1.0)] if k else []
-            d = contrast(gs, coefs) if k else None
-            main.append(Comparison("main", f, lvl, False, None, None, k, None, None, d, ""))
-    for f, h in itertools.combinations(factors, 2):
-        i, j = idx[f], idx[h]
-        for a, b in itertools.product(levels[f], levels[h]):
-            if a == baseline[f] or b == baseline[h]:
-                continue
-            quads = []
-            for c in groups:
-                if c[i] != a or c[j] != b:
-                    continue
-                four = [
-                    _at(c, {i: a, j: b}),
-                    _at(c, {i: a, j: baseline[h]}),
-                    _at(c, {i: baseline[f], j: b}),
-                    _at(c, {i: baseline[f], j: baseline[h]}),
-                ]
-                if all(q in groups for q in four):
-                    quads.append([groups[q] for q in four])
-            k = len(quads)
-            gs = [g for q in quads for g in q]
-            coefs = [w / k for _ in quads for w in (1.0, -1.0, -1.0, 1.0)] if k else []
-            d = contrast(gs, coefs) if k else None
-            name, level = f"{f} x {h}", f"{a} x {b}"
-            inter.append(
-                Comparison("interaction", name, level, False, None, None, k, None, None, d, "")
-            )
+    main = main_effects(groups, factors, baseline, levels)
+    inter = interactions(groups, factors, baseline, levels)
     return _rederive(main, ref, wide) + _rederive(inter, ref, wide)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from lenet5.core.names import HEARTBEAT, HOST, PID, PID_START
 
 log = logging.getLogger("lenet5")
+# MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
 
 HEARTBEAT_S = 60.0  # how often a run refreshes its heartbeat
 STALE_AFTER_S = 600.0  # a heartbeat older than this, from a process we cannot check, is stale

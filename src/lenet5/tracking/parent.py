@@ -89,8 +89,6 @@ def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
     # A relaunched sweep, or a task Slurm requeued (preempted) under the same sweep.
     if not (info and (info.get("resumed") or os.environ.get("SLURM_RESTART_COUNT"))):
         return None
-    from lenet5.tracking.stores import client_for
-
     client = client_for(info["tracking_uri"])
     twins = client.search_runs(
         [info["experiment_id"]],

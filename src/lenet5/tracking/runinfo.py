@@ -25,6 +25,7 @@ from lenet5.core.paths import PROJECT_ROOT
 from lenet5.study import nuisance
 
 log = logging.getLogger("lenet5")
+# MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
 
 # Short forms of the design choices in run names (tag -> prefix); a tag not here is its own.
 SHORT = {

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lenet5.core import names
@@ -27,12 +28,11 @@ from lenet5.tracking import liveness, parent, resume, runinfo
 from lenet5.tracking.stores import client_for, ensure_experiment, unreachable
 
 log = logging.getLogger("lenet5")
+# MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
 
 
 def command_overrides() -> list[str]:
     """The command line's overrides of the job being run (none outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         return list(HydraConfig.get().overrides.task)
     except ValueError:
@@ -171,8 +171,6 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
     stops answering mid-run (after a bounded number of retries) stops the run with its
     checkpoints kept locally and their path in the message.
     """
-    from hydra.core.hydra_config import HydraConfig
-
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     client, run, resume_from = _open(cfg, choices, output_dir)
     run_id = run.info.run_id

@@ -9,21 +9,27 @@ file or folder, a database another process keeps locked.
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import nullcontext
 from functools import cache
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
+
+from filelock import FileLock
 
 from lenet5.core.errors import StoreError
 from lenet5.core.paths import PROJECT_ROOT, is_server, local_path, sqlite_path
 from lenet5.core.process import environ
 
+# MLflow is imported inside the functions that use it: this module loads in milliseconds, so
+# lenet5-report and lenet5-train answer a bad argument before MLflow loads.
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_WAIT_S = 30.0  # how long a write lock held by another process is waited for
 
 
 def schema_version(db: Path, wait_s: float = 5.0) -> str | None:
     """The store's schema revision (alembic), read-only; None where it has no schema yet."""
-    import sqlite3
-
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=wait_s) as con:
             (version,) = con.execute("select version_num from alembic_version").fetchone()
@@ -47,10 +53,6 @@ def store_lock(tracking_uri: str):
     created or migrated and while an experiment is created: MLflow does neither safely from
     several processes at once (tests/test_reliability.py: of 8 processes started together on a
     fresh store, most crashed in the migration). A no-op for other stores."""
-    from contextlib import nullcontext
-
-    from filelock import FileLock
-
     db = sqlite_path(tracking_uri)
     return FileLock(f"{db}.lock", timeout=300) if db is not None else nullcontext()
 
@@ -110,8 +112,6 @@ def check_writable(db: Path, wait_s: float | None = None) -> None:
     Takes SQLite's write lock and gives it back (BEGIN IMMEDIATE; ROLLBACK): nothing is
     written, and a writer that holds it briefly (another run logging) is waited for.
     """
-    import sqlite3
-
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
         raise StoreError(_read_only(db))  # SQLite would only find out at the first write
@@ -138,9 +138,6 @@ def check_writable(db: Path, wait_s: float | None = None) -> None:
 def unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
     """Why an http(s) tracking server does not answer, or None where it does (any HTTP
     answer counts) or the store is not a server. One try, `timeout` seconds at most."""
-    from urllib.error import HTTPError, URLError
-    from urllib.request import urlopen
-
     if not is_server(tracking_uri):
         return None
     try:

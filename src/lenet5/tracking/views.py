@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
-from urllib.parse import urlparse
+
+from lenet5.core import names
+from lenet5.core.paths import is_server
+from lenet5.study.design import CHOICE_TAGS
+from lenet5.study.overrides import overrides_of
 
 TAG_PREFIX = "mlflow.sharedViewState."
-ERROR = "final/test_error"
-UI_ENV = "LENET5_UI_URL"  # where the MLflow UI answers, for printed links
+ERROR = names.FINAL_TEST_ERROR  # what the view sorts by and charts
 DEFAULT_UI = "http://127.0.0.1:5000"
 WORKFLOW = "workflowType=machine_learning"
 
@@ -33,16 +37,16 @@ def view_key(sweep_id: str) -> str:
 
 def ui_base(tracking_uri: str) -> str:
     """The UI's address: $LENET5_UI_URL, a tracking server's own, else `mlflow ui`'s default."""
-    if os.environ.get(UI_ENV):
-        return os.environ[UI_ENV].rstrip("/")
-    if urlparse(tracking_uri).scheme in ("http", "https"):
+    if os.environ.get(names.UI_ENV):
+        return os.environ[names.UI_ENV].rstrip("/")
+    if is_server(tracking_uri):
         return tracking_uri.rstrip("/")
     return DEFAULT_UI
 
 
 def ui_command(tracking_uri: str) -> str | None:
     """The command that serves the UI for a local store (None for a tracking server)."""
-    if urlparse(tracking_uri).scheme in ("http", "https"):
+    if is_server(tracking_uri):
         return None
     return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"
 
@@ -61,7 +65,7 @@ def run_link(base: str, exp_id: str, run_id: str) -> str:
 
 
 def trial_filter(sweep_id: str) -> str:
-    return f"tags.`lenet5.sweep_id` = '{sweep_id}' and tags.`lenet5.role` = 'trial'"
+    return f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and tags.`{names.ROLE}` = '{names.ROLE_TRIAL}'"
 
 
 def _chart(kind: str, uuid: str, section: str, **fields) -> dict:
@@ -82,7 +86,7 @@ def view_state(
     """The runs table and charts of a sweep's view (the UI's own state keys); `nuisance`:
     the study's nuisance keys, logged as params under their config keys."""
     section = "lenet5-study"
-    params = [*factors, *nuisance, "seed"]
+    params = [*factors, *nuisance, names.SEED]
     charts = [
         _chart("BAR", "lenet5-bar", section, metricKey=ERROR, displayName="final test error"),
         _chart(
@@ -115,7 +119,7 @@ def view_state(
         "selectedColumns": [
             *(f"params.`{p}`" for p in params),
             f"metrics.`{ERROR}`",
-            "metrics.`final/val_acc`",
+            f"metrics.`{names.FINAL_VAL_ACC}`",
             "attributes.`Dataset`",
             "attributes.`Models`",
         ],
@@ -180,7 +184,7 @@ def baseline_run(client, exp_id: str, sweep_id: str, baseline: dict) -> str | No
         if r.info.status == "FINISHED"
         and all(r.data.tags.get(f) == str(v) for f, v in baseline.items())
     ]
-    hits.sort(key=lambda r: int(r.data.tags.get("seed", 0)))
+    hits.sort(key=lambda r: int(r.data.tags.get(names.SEED, 0)))
     return hits[0].info.run_id if hits else None
 
 
@@ -188,9 +192,6 @@ def factors_of(cfg) -> list[str]:
     """The study's factors; for a sweep without a study, the design choices it sweeps."""
     if cfg.study.factors:
         return [str(f) for f in cfg.study.factors]
-    from lenet5.study.design import CHOICE_TAGS
-    from lenet5.study.overrides import overrides_of
-
     swept = [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
     return list(dict.fromkeys(CHOICE_TAGS[k] for k in swept if k in CHOICE_TAGS))
 
@@ -198,8 +199,6 @@ def factors_of(cfg) -> list[str]:
 def publish(client, state: dict, describe: bool = False, final: bool = False) -> str:
     """Write the view of the sweep in `state` (the sweep callback's) and log its link; at the
     end (`final`), with its baseline run for the difference chart. Returns the link."""
-    import logging
-
     exp_id, sweep_id, study = state["experiment_id"], state["sweep_id"], state["study"]
     baseline = baseline_run(client, exp_id, sweep_id, state["baseline"]) if final else None
     factors, nuisance = state["view_factors"], state.get("view_nuisance", [])

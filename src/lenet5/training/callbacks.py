@@ -5,6 +5,8 @@ import math
 import pytorch_lightning as pl
 import torch
 
+from lenet5.core.names import TRAIN_LOSS
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run is stopped and marked FAILED."""
@@ -20,7 +22,7 @@ class StopOnNonFiniteLoss(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:  # manual optimization returns nothing; its step logs train/loss
-            loss = trainer.callback_metrics.get("train/loss")
+            loss = trainer.callback_metrics.get(TRAIN_LOSS)
         if loss is None:
             return
         value = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)

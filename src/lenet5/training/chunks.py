@@ -50,7 +50,7 @@ def on_gpu(trainer: DictConfig) -> bool:
     """Whether Lightning will train on a CUDA GPU (`auto` takes one where there is one)."""
     accelerator = accelerator_of(trainer)
     if accelerator == "auto":
-        import torch
+        import torch  # only here: the cheap checks run before torch loads
 
         return torch.cuda.is_available()
     return accelerator in ("gpu", "cuda")

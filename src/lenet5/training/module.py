@@ -31,6 +31,8 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from lenet5.core.names import TEST_ACC, TEST_ERROR, TEST_LOSS, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+
 # What manual_backward and LightningOptimizer.step run besides backward() and step().
 PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 # LightningOptimizer's step counting around the plain optimizer's step (private API).
@@ -113,7 +115,7 @@ class LeNet5Module(pl.LightningModule):
         x, y = batch
         if self.automatic_optimization:
             loss = self.loss(self.model(x), y)
-            self.log("train/loss", loss, prog_bar=True)
+            self.log(TRAIN_LOSS, loss, prog_bar=True)
             return loss
         optimizer = self.optimizers()
         if self.plain_updates:
@@ -140,7 +142,7 @@ class LeNet5Module(pl.LightningModule):
             total += loss.detach() * len(yb)
             seen += len(yb)
         if seen:
-            self.log("train/loss", total / seen, prog_bar=True, batch_size=seen)
+            self.log(TRAIN_LOSS, total / seen, prog_bar=True, batch_size=seen)
         return None
 
     def on_train_epoch_end(self):
@@ -151,14 +153,14 @@ class LeNet5Module(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         scores = self.model(x)
-        self.log("val/loss", self.loss(scores, y), prog_bar=True)
+        self.log(VAL_LOSS, self.loss(scores, y), prog_bar=True)
         self.val_acc(scores, y)
-        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log(VAL_ACC, self.val_acc, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
         x, y = batch
         scores = self.model(x)
-        self.log("test/loss", self.loss(scores, y))
+        self.log(TEST_LOSS, self.loss(scores, y))
         self.test_acc.update(scores, y)
         self.test_class_acc.update(scores, y)
         self.test_confusion.update(scores, y)
@@ -170,7 +172,7 @@ class LeNet5Module(pl.LightningModule):
 
     def on_test_epoch_end(self):
         acc = self.test_acc.compute()
-        self.log_dict({"test/acc": acc, "test/error": 1.0 - acc})
+        self.log_dict({TEST_ACC: acc, TEST_ERROR: 1.0 - acc})
         # Under their own prefix: a chart section apart from the headline metrics.
         for k, class_acc in enumerate(self.test_class_acc.compute()):
             self.log(f"test_class/acc_{k}", class_acc)

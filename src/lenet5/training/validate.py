@@ -24,7 +24,7 @@ def check_hardware(trainer: DictConfig) -> None:
     """One run, one device: refuse a GPU that is not there, and data parallelism."""
     accelerator = accelerator_of(trainer)
     if accelerator in ("gpu", "cuda"):
-        import torch
+        import torch  # only here: the cheap checks run before torch loads
 
         if not torch.cuda.is_available():
             build = (
