@@ -85,6 +85,7 @@ def shared_folder():
     shutil.rmtree(folder)
 
 
+@pytest.mark.slow  # a subprocess as another user: root reads and writes anything
 @pytest.mark.parametrize("read_only", ["file", "folder"])
 def test_a_read_only_store_is_named_and_left_as_it_was(empty_store, shared_folder, read_only):
     folder = shared_folder / "store"
