@@ -9,7 +9,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from lenet5.cli.train import compose, run
-from lenet5.core.errors import ConfigError
+from lenet5.core.errors import ConfigError, UserError
 from lenet5.training.build import build_module
 from lenet5.training.sdlm import SDLM
 from lenet5.training.validate import validate
@@ -98,6 +98,34 @@ def test_unknown_option_lists_the_valid_ones():
         assert valid in message
 
 
+# The launchers shipped (Hydra's own, the joblib plugin, the submitit plugin's local and
+# Slurm ones) and the class each resolves to.
+LAUNCHERS = {
+    "basic": "BasicLauncher",
+    "joblib": "JoblibLauncher",
+    "slurm": "SlurmLauncher",
+    "submitit_local": "LocalLauncher",
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_every_study_composes_under_every_launcher(launcher):
+    """A study file says what to run, not where: no launcher key of its own, so each
+    launcher's schema takes it (a joblib-only `n_jobs` once broke `hydra/launcher=slurm`)."""
+    studies = sorted(o for g, o in all_options() if g == "experiment")
+    assert len(studies) >= 9
+    for study in studies:
+        cfg = compose([f"experiment={study}", f"hydra/launcher={launcher}"])
+        assert cfg.hydra.launcher._target_.endswith("." + LAUNCHERS[launcher]), study
+        assert cfg.hydra.sweeper.params, study  # the study's grid is there for every launcher
+        assert cfg.threads == 1, study
+    # Without a launcher named, a study runs its jobs in parallel with joblib, one per core
+    # (joblib's own n_jobs=-1) and 1 torch thread each.
+    default = compose([f"experiment={studies[0]}"])
+    assert default.hydra.runtime.choices["hydra/launcher"] == "joblib"
+    assert default.hydra.launcher.n_jobs == -1
+
+
 def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
     from lenet5.cli.train import check_plugins, main
 
@@ -111,6 +139,16 @@ def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys)
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: hydra/launcher=slurm needs Hydra's plugin hydra_plugins.")
     assert line.endswith("install it with: pip install -e '.[slurm]' (from the lenet5 checkout)")
+
+
+def test_a_sweeper_whose_plugin_is_missing_names_the_extra(monkeypatch):
+    from lenet5.cli.train import check_plugins
+
+    check_plugins(["-m", "hydra/sweeper=optuna"])  # installed with the dev extra: accepted
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_optuna_sweeper", None)
+    with pytest.raises(UserError, match=r"^hydra/sweeper=optuna needs Hydra's plugin") as err:
+        check_plugins(["-m", "hydra/sweeper=optuna"])
+    assert str(err.value).endswith("pip install -e '.[optuna]' (from the lenet5 checkout)")
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,7 @@ def test_nan_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoint(quick,
         "+scheduler.step_size=1",
         "+scheduler.gamma=1e12",
         "trainer.max_epochs=3",
-        "+trainer.limit_train_batches=20",
+        "++trainer.limit_train_batches=20",
     ]
     with pytest.raises(NonFiniteLossError, match="training loss became"):
         run([*quick, *store, *explode])
@@ -148,6 +148,7 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
 # Two short epochs of one-thread, deterministic training: what the resume test compares.
 TWO_EPOCHS = [
     "trainer.max_epochs=2",
+    "++trainer.limit_train_batches=2",  # a step before and one after an interrupt at (1, 1)
     "trainer.deterministic=true",
     "threads=1",
     "model=modern",

@@ -68,9 +68,9 @@ def test_a_study_runs_as_a_slurm_array_logging_to_a_team_server(slurm, team_serv
         team_server.uri,
         "team",
         tmp_path / "multirun",
+        "experiment=paper_vs_modern",  # a shipped study, unchanged, scaled down:
         *SHORT_JOB,
-        "model/activation=relu,tanh",
-        "model/pooling=max,avg",
+        "seed=0,1",
     )
     wall = time.monotonic() - start
     assert rc == 0, out[-4000:]
@@ -78,8 +78,9 @@ def test_a_study_runs_as_a_slurm_array_logging_to_a_team_server(slurm, team_serv
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["children_finished"] == 4
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
-    grid = {(c.data.tags["activation"], c.data.tags["pooling"]) for c in children}
-    assert grid == {(a, p) for a in ("relu", "tanh") for p in ("max", "avg")}
+    assert parent.data.tags["lenet5.study"] == "paper_vs_modern"
+    grid = {(c.data.tags["preset"], c.data.tags["seed"]) for c in children}
+    assert grid == {(m, s) for m in ("paper", "modern") for s in ("0", "1")}
     for child in children:
         assert child.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server
         names = {f.path for f in client.list_artifacts(child.info.run_id)}

@@ -27,9 +27,10 @@ from lenet5.cli import train as cli
 
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
 # Each job: 5 training steps of one batch of 64 digits each (data.chunk_size=64: one update
-# per Lightning step), 100 validation digits, then the 1,000 test digits of the subset.
+# per Lightning step), 100 validation digits, then 200 test digits of the subset.
 SHORT_JOB = [
     "data=mnist_subset",
+    "data.source.test_size=200",
     "data.val_size=100",
     "data.chunk_size=64",
     "trainer.max_epochs=1",
@@ -184,7 +185,7 @@ def test_every_job_is_a_child_of_one_parent_that_counts_them(multirun, sweep_cli
 def test_a_failing_job_is_recorded_and_the_others_go_on(multirun, sweep_client):
     # data.source.test_size=0 fails inside training (while loading the data); lr=-1 is
     # refused by the config check before training. The fourth job is fine.
-    message, output = multirun("data.source.test_size=1000,0", "optimizer.lr=0.001,-1")
+    message, output = multirun("data.source.test_size=200,0", "optimizer.lr=0.001,-1")
     assert message is not None and "1 of 4 jobs finished, 3 failed" in message, output[-3000:]
     parent, children = parent_and_children(sweep_client)
     by_status = {}
@@ -283,11 +284,12 @@ hydra:
     assert {c.info.status for c in children} == {"FINISHED"}
 
 
+@pytest.mark.slow  # two sweeps of 4 jobs; the fast tier has one sweep of each kind
 def test_relaunched_sweep_skips_finished_jobs_and_reruns_the_rest(
     multirun, sweep_client, tmp_path, capsys
 ):
     # First launch: the jobs with data.source.test_size=0 fail while loading the data.
-    args = ["data.source.test_size=1000,0", "seed=0,1"]
+    args = ["data.source.test_size=200,0", "seed=0,1"]
     message, output = multirun(*args)
     assert message is not None, output[-3000:]
     parent, children = parent_and_children(sweep_client)

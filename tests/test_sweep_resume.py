@@ -2,9 +2,11 @@
 
 import signal
 
+import pytest
 from test_sweep import multirun, parent_and_children, sweep_client  # noqa: F401 (fixtures)
 
 
+@pytest.mark.slow  # a sweep, then its relaunch
 def test_an_interrupted_sweep_continues_its_killed_job_from_its_checkpoint(
     multirun,  # noqa: F811
     sweep_client,  # noqa: F811

@@ -130,7 +130,7 @@ def test_rbf_centres_unchanged_by_training(quick, store, client):
 def test_exception_ends_the_run_failed_with_its_reason(quick, store, client):
     # A Trainer argument Lightning refuses: raised after the run was opened.
     with pytest.raises(Exception, match="limit_train_batches"):
-        run([*quick, *store, "+trainer.limit_train_batches=-1"])
+        run([*quick, *store, "++trainer.limit_train_batches=-1"])
     rec = only_run(client)
     assert rec.info.status == "FAILED"
     assert "limit_train_batches" in rec.data.tags["failure_reason"]

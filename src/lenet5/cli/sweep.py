@@ -21,6 +21,7 @@ from lenet5.core.configs import names_as_typed
 from lenet5.core.errors import SweepFailed
 from lenet5.core.process import environ, interrupts
 from lenet5.study.nuisance import check_grid
+from lenet5.study.overrides import seed_sampler
 from lenet5.tracking import parent
 from lenet5.tracking.liveness import HEARTBEAT_S, Heartbeat
 from lenet5.tracking.stores import client_for, http_retries
@@ -42,6 +43,7 @@ class MLflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_grid(config)  # study.nuisance as the sweep expands it, else SweepFailed
+        seed_sampler(config)  # called before Hydra makes the sweeper, which reads it
         scope = ExitStack()
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
         scope.enter_context(interrupts())
@@ -69,7 +71,8 @@ class MLflowSweep(Callback):
         summary = self._close(None)
         if summary and summary["missing"] + summary["failed"]:
             raise SweepFailed(
-                f"sweep {summary['sweep_id']}: {summary['finished']} of {summary['expected']} "
+                f"sweep {summary['sweep_id']}: {summary['finished']} of "
+                f"{'?' if summary['expected'] is None else summary['expected']} "
                 f"jobs finished, {summary['failed']} failed, {summary['missing']} missing; "
                 f"see the FAILED runs under parent run {summary['parent_run_id']} (tag "
                 "failure_reason)"

@@ -116,23 +116,30 @@ def run(overrides: list[str] = ()) -> float:
     return execute(cfg, choices, task)
 
 
-# Launcher options whose Hydra plugin comes with an optional extra: the plugin, the extra.
-# Without it Hydra answers that the option's own defaults cannot be found, naming no fix.
-PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+# Launcher and sweeper options whose Hydra plugin comes with an optional extra: the plugin,
+# the extra. Without it Hydra answers that the option's own defaults cannot be found, naming
+# no fix.
+PLUGINS = {
+    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
 
 
 def check_plugins(argv: list[str]) -> None:
-    """Refuse, in one line naming the extra to install, a launcher whose plugin is absent."""
+    """Refuse, in one line naming the extra to install, a launcher or sweeper whose plugin is
+    absent."""
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key.lstrip("+~") != "hydra/launcher" or value not in PLUGINS:
+        plugin = PLUGINS.get((key.lstrip("+~"), value))
+        if plugin is None:
             continue
-        module, extra = PLUGINS[value]
+        module, extra = plugin
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise UserError(
-                f"hydra/launcher={value} needs Hydra's plugin {module}, which this Python "
+                f"{key.lstrip('+~')}={value} needs Hydra's plugin {module}, which this Python "
                 f"({sys.executable}) cannot import ({e}); install it with: "
                 f"pip install -e '.[{extra}]' (from the lenet5 checkout)"
             ) from None

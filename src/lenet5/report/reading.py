@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lenet5.core import names
 from lenet5.core.paths import sqlite_path
@@ -40,6 +40,7 @@ class SweepInfo:
     baseline: dict[str, str]  # factor -> its baseline level
     children: list[Run]  # superseded attempts left out
     counts: Counts
+    searched: list[str] = field(default_factory=list)  # config values the sweep varies
 
 
 def _locked(e: BaseException | None) -> bool:
@@ -80,9 +81,10 @@ def search_all(client, exp_id: str, filter_string: str, order_by=None) -> list:
             return runs
 
 
-def plain(run) -> Run:
+def plain(run, searched: list[str] = ()) -> Run:
     """The fields the report uses, detached from MLflow's entities."""
     return Run(
+        settings={k: run.data.params.get(k, "?") for k in searched},
         run_id=run.info.run_id,
         name=run.info.run_name or run.info.run_id,
         status=run.info.status,
@@ -164,7 +166,7 @@ def design_of(parent) -> tuple[list[str], dict[str, str], int | None]:
     return factors, {f: str(baseline[f]) for f in factors}, expected
 
 
-def children_of(client, exp_id: str, parent_id: str) -> list[Run]:
+def children_of(client, exp_id: str, parent_id: str, searched: list[str] = ()) -> list[Run]:
     runs = search_all(
         client,
         exp_id,
@@ -172,13 +174,14 @@ def children_of(client, exp_id: str, parent_id: str) -> list[Run]:
         order_by=["attributes.start_time ASC"],
     )
     # Earlier failed attempts that a relaunch of the sweep re-ran are kept but not counted.
-    return [plain(r) for r in runs if r.data.tags.get(names.SUPERSEDED) != "true"]
+    return [plain(r, searched) for r in runs if r.data.tags.get(names.SUPERSEDED) != "true"]
 
 
 def collect(client, exp, parent, uri: str) -> SweepInfo:
     """The sweep of `parent`: its design (from the parent's tags), its children, counts."""
     factors, baseline, expected = design_of(parent)
-    children = children_of(client, exp.experiment_id, parent.info.run_id)
+    searched = json.loads(parent.data.tags.get(names.SEARCHED, "[]"))
+    children = children_of(client, exp.experiment_id, parent.info.run_id, searched)
     return SweepInfo(
         study=parent.data.tags.get(names.STUDY, "?"),
         sweep_id=parent.data.tags.get(names.SWEEP_ID, "?"),
@@ -190,6 +193,7 @@ def collect(client, exp, parent, uri: str) -> SweepInfo:
         baseline=baseline,
         children=children,
         counts=counts(children, expected),
+        searched=searched,
     )
 
 

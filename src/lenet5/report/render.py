@@ -113,19 +113,57 @@ def _problem_lines(info: SweepInfo) -> list[str]:
     return lines
 
 
+def trials(info: SweepInfo) -> list[list[str]]:
+    """The finished trials of a sweep that varies config values (a learning rate Optuna
+    searches), best test error first: the header, then a row per trial."""
+    done = sorted((r for r in info.children if r.done), key=lambda r: r.error)
+    header = ["rank", "run", *info.searched, "test error %", "run id"]
+    rows = []
+    for i, r in enumerate(done, 1):
+        values = [r.settings.get(k, "?") for k in info.searched]
+        rows.append([str(i), r.name, *values, _num(100 * r.error), r.run_id])
+    return [header, *rows]
+
+
+def best_line(table: list[list[str]], searched: list[str]) -> str:
+    best = dict(zip(table[0], table[1], strict=True))
+    settings = " ".join(f"{k}={best[k]}" for k in searched)
+    return f"best: {settings} (run {best['run id']}, test error {best['test error %']}%)"
+
+
+def _trial_text(info: SweepInfo) -> list[str]:
+    table = trials(info)
+    if not info.searched or len(table) < 2:
+        return []
+    head = f"Trials by test error, best first ({', '.join(info.searched)} searched):"
+    return [head, "", *aligned([table]), best_line(table, info.searched), ""]
+
+
+def _trial_markdown(info: SweepInfo) -> list[str]:
+    table = trials(info)
+    if not info.searched or len(table) < 2:
+        return []
+    out = ["## Trials by test error, best first", ""]
+    out += ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
+    out += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    return [*out, "", best_line(table, info.searched), ""]
+
+
 def render_text(info: SweepInfo, rows: list[Row]) -> str:
     out = [*header_lines(info), ""]
     problems = _problem_lines(info)
     if problems:
         out += ["Failed or incomplete runs (excluded from the statistics):"]
         out += [f"  {p}" for p in problems] + [""]
+    trial_lines = _trial_text(info)
+    out += trial_lines
     tables: dict[str, list[list[list[str]]]] = {}
     for section, factor, block in _blocks(rows):
         tables.setdefault(section, []).append([_table_header(factor), *(_cells(r) for r in block)])
     for section, section_tables in tables.items():
         out += [SECTIONS[section] + ", test error in %:", ""]
         out += aligned(section_tables)  # one set of widths per section: the factors line up
-    if not rows:
+    if not rows and not trial_lines:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
 
@@ -137,6 +175,7 @@ def render_markdown(info: SweepInfo, rows: list[Row]) -> str:
     if problems:
         out += ["## Failed or incomplete runs (excluded)", ""]
         out += [f"- {p}" for p in problems] + [""]
+    out += _trial_markdown(info)
     current = None
     for section, factor, block in _blocks(rows):
         if section != current:

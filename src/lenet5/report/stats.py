@@ -10,7 +10,7 @@ of both reports).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lenet5.report.inference import describe, mean_se, t_crit, welch_contrast
 
@@ -25,6 +25,7 @@ class Run:
     tags: dict[str, str]  # design choice -> level, among MLflow's and lenet5's own tags
     error: float | None  # test error as a fraction; None when not logged
     val: float | None = None  # best validation accuracy (final/val_acc), a fraction
+    settings: dict[str, str] = field(default_factory=dict)  # the sweep's searched values
 
     @property
     def done(self) -> bool:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet5.core.errors import SweepFailed
 from lenet5.core.names import NUISANCE
-from lenet5.study.overrides import overrides_of
+from lenet5.study.overrides import enumerable, overrides_of
 
 
 def _norm(value) -> str:
@@ -53,11 +53,14 @@ def grid(cfg: DictConfig) -> dict[str, list[str]]:
     return out
 
 
-def _swept(cfg: DictConfig) -> dict[str, tuple[list[str], bool]]:
-    """key -> (its sweep values, set on the command line?), the command line winning."""
-    out: dict[str, tuple[list[str], bool]] = {}
+def _swept(cfg: DictConfig) -> dict[str, tuple[list[str] | None, bool]]:
+    """key -> (its sweep values, None for a searched range; set on the command line?), the
+    command line winning."""
+    out: dict[str, tuple[list[str] | None, bool]] = {}
     for key, (override, typed) in overrides_of(cfg).items():
-        if override.is_sweep_override():
+        if override.is_sweep_override() and not enumerable(override):
+            values = None  # a range a sweeper searches: no values to list
+        elif override.is_sweep_override():
             values = [_norm(v) for v in override.sweep_string_iterator()]
         else:
             values = [_norm(override.get_value_element_as_str())]
@@ -83,6 +86,12 @@ def check_grid(cfg: DictConfig) -> None:
                 f"does not expand {key}: add `{key}: {spelled}` under hydra.sweeper.params"
             )
         got, from_command_line = swept[key]
+        if got is None:
+            raise SweepFailed(
+                f"lenet5: study.nuisance tunes {key} over a grid, but the sweep searches it "
+                f"as a range: list its values instead, {key}={spelled} (a sweeper such as "
+                "Optuna searches ranges in a sweep without a nuisance grid)"
+            )
         if not values:
             continue
         outside = [v for v in got if v not in values]

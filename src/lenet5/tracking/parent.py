@@ -159,13 +159,14 @@ def open_sweep(cfg: DictConfig, resume: bool = True) -> dict:
         "resumed": resumed,
         # The saved view, written now and again at the end with its baseline run.
         "view_factors": views.factors_of(cfg),
-        "view_nuisance": list(grid(cfg)),
+        "view_nuisance": list(dict.fromkeys([*grid(cfg), *views.searched_of(cfg)])),
         "baseline": OmegaConf.to_container(cfg.study.baseline) or {},
     }
     if resumed:
         log.info("sweep %s resumed: FINISHED jobs are skipped (parent %s)", sweep_id, run_id)
     else:
-        log.info("sweep %s: %d jobs, parent MLflow run %s", sweep_id, state["expected"], run_id)
+        jobs = "an unknown number of" if state["expected"] is None else state["expected"]
+        log.info("sweep %s: %s jobs, parent MLflow run %s", sweep_id, jobs, run_id)
     views.publish(client, state, describe=not resumed)
     return state
 
@@ -180,9 +181,14 @@ def _create_parent(client, exp_id: str, cfg: DictConfig, sweep_id: str, study: s
         names.STUDY: study,
         names.FACTORS: json.dumps(list(cfg.study.factors)),
         names.BASELINE: json.dumps(OmegaConf.to_container(cfg.study.baseline) or {}),
-        names.EXPECTED_RUNS: str(count_jobs(cfg)),
         **liveness.here(),
     }
+    searched = views.searched_of(cfg)
+    if searched:
+        tags[names.SEARCHED] = json.dumps(searched)
+    expected = count_jobs(cfg)
+    if expected is not None:  # no tag where the sweeper cannot say: the report shows "?"
+        tags[names.EXPECTED_RUNS] = str(expected)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=context_tags(tags))
     run_id = parent.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +207,11 @@ def log_progress(info: dict) -> None:
     client = client_for(info["tracking_uri"])
     done, failed = children_counts(client, info["experiment_id"], info["sweep_id"])
     log.info(
-        "sweep %s: %d/%d finished, %d failed", info["sweep_id"], done, info["expected"], failed
+        "sweep %s: %d/%s finished, %d failed",
+        info["sweep_id"],
+        done,
+        "?" if info["expected"] is None else info["expected"],
+        failed,
     )
 
 
@@ -211,7 +221,8 @@ def close_sweep(state: dict, status: str | None = None) -> dict:
     `state` with the counts."""
     client = client_for(state["tracking_uri"])
     finished, failed = children_counts(client, state["experiment_id"], state["sweep_id"])
-    missing = max(state["expected"] - finished - failed, 0)
+    expected = state["expected"]  # None: the sweeper could not say how many it launches
+    missing = 0 if expected is None else max(expected - finished - failed, 0)
     run_id = state["parent_run_id"]
     for key, value in (
         (names.CHILDREN_FINISHED, finished),
@@ -221,6 +232,7 @@ def close_sweep(state: dict, status: str | None = None) -> dict:
         client.log_metric(run_id, key, value)
     views.publish(client, state, final=True)
     if status is None:
-        status = "FINISHED" if finished == state["expected"] else "FAILED"
+        every = finished > 0 and failed == 0 if expected is None else finished == expected
+        status = "FINISHED" if every else "FAILED"
     client.set_terminated(run_id, status)
     return {**state, "finished": finished, "failed": failed, "missing": missing}

@@ -196,6 +196,13 @@ def factors_of(cfg) -> list[str]:
     return list(dict.fromkeys(CHOICE_TAGS[k] for k in swept if k in CHOICE_TAGS))
 
 
+def searched_of(cfg) -> list[str]:
+    """The config values a sweep varies beyond its design choices and seed (a learning rate
+    Optuna searches, a batch size listed on the command line): columns of its view."""
+    swept = [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
+    return [k for k in swept if "." in k and "/" not in k and k not in CHOICE_TAGS]
+
+
 def publish(client, state: dict, describe: bool = False, final: bool = False) -> str:
     """Write the view of the sweep in `state` (the sweep callback's) and log its link; at the
     end (`final`), with its baseline run for the difference chart. Returns the link."""
