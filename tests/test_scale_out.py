@@ -183,6 +183,27 @@ def test_a_server_with_logins_refuses_a_wrong_password_and_records_no_secret(
             config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
             recorded.append(config.read_text())
             assert not [r for r in recorded if password in r]
+            # The login written into the URI instead: lenet5-train moves it to the
+            # environment, so it works, and neither the output nor Hydra's folder has it.
+            login = server.uri.replace("://", f"://admin:{password}@")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+            given = [*quick, f"mlflow.tracking_uri={login}", "mlflow.experiment_name=in_uri"]
+            proc = subprocess.run(
+                [LENET5_TRAIN, *given, f"hydra.run.dir={tmp_path}/in_uri"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert password not in proc.stdout + proc.stderr
+            hydra_files = [p for p in (tmp_path / "in_uri").rglob("*") if p.is_file()]
+            assert hydra_files and not [p for p in hydra_files if password in p.read_text()]
+            (run,) = client.search_runs([client.get_experiment_by_name("in_uri").experiment_id])
+            assert run.info.status == "FINISHED"
+            assert not [
+                v for v in [*run.data.params.values(), *run.data.tags.values()] if password in v
+            ]
         finally:
             del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
 

@@ -48,6 +48,49 @@ def test_an_unreachable_tracking_server_is_refused_at_once(quick):
     assert time.monotonic() - start < 60  # a bound on the retries, not a speed target
 
 
+@pytest.mark.parametrize("given_in", ["command line", "MLFLOW_TRACKING_URI"])
+def test_a_login_in_the_tracking_uri_goes_to_the_environment_never_to_disk(
+    quick, tmp_path, monkeypatch, capsys, given_in
+):
+    """`lenet5-train` moves a login written into the tracking URI into MLflow's variables
+    for the command: Hydra's output folder and the error line never carry the password."""
+    from lenet5.cli.train import main
+
+    secret = "S3cret-pw%21"  # percent-encoded in the URI, as a URL needs: S3cret-pw!
+    uri = f"http://admin:{secret}@127.0.0.1:9"  # nothing listens: refused at once
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    argv = ["lenet5-train", *quick, f"hydra.run.dir={tmp_path}/hydra"]
+    if given_in == "command line":
+        argv.append(f"mlflow.tracking_uri={uri}")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(sys, "argv", argv)
+    seen = {}
+    real = store_module.client_for
+
+    def client_for(tracking_uri, *args, **kwargs):  # the real one, watched
+        seen["uri"] = tracking_uri
+        seen["login"] = (
+            os.environ["MLFLOW_TRACKING_USERNAME"],
+            os.environ["MLFLOW_TRACKING_PASSWORD"],
+        )
+        return real(tracking_uri, *args, **kwargs)
+
+    monkeypatch.setattr("lenet5.tracking.runs.client_for", client_for)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: cannot reach the MLflow tracking server http://127.0.0.1:9")
+    assert seen == {"uri": "http://127.0.0.1:9", "login": ("admin", "S3cret-pw!")}
+    written = [p.read_text() for p in (tmp_path / "hydra").rglob("*") if p.is_file()]
+    assert written and not [t for t in written if "S3cret" in t or "admin:" in t]
+    assert sys.argv == argv  # put back, as the environment (monkeypatch checks nothing there)
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    assert os.environ.get("MLFLOW_TRACKING_URI") == (None if given_in == "command line" else uri)
+
+
 def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
     """Run Python `code` as the unprivileged user `nobody` (root may write anything, so a
     read-only file is only read-only to another user)."""

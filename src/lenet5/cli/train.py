@@ -30,8 +30,8 @@ from lenet5.cli.record import record
 from lenet5.core.configs import register_resolvers
 from lenet5.core.errors import UserError
 from lenet5.core.names import DEVICE, N_PARAMS, TEST_ERROR
-from lenet5.core.paths import CONF_DIR
-from lenet5.core.process import interrupts
+from lenet5.core.paths import CONF_DIR, split_login
+from lenet5.core.process import environ, interrupts
 from lenet5.tracking import parent
 from lenet5.tracking.resume import resume_config
 from lenet5.tracking.runs import TrackedRun, refusals_recorded, tracked_run
@@ -39,6 +39,7 @@ from lenet5.tracking.stores import http_retries
 from lenet5.training.validate import validate
 
 log = logging.getLogger("lenet5")
+URI_KEY = "mlflow.tracking_uri"
 # Joblib's and submitit's workers import this module to unpickle the job function, and then
 # resolve the job's config: conf/'s resolvers must be known there too.
 register_resolvers()
@@ -145,15 +146,48 @@ def check_plugins(argv: list[str]) -> None:
             ) from None
 
 
+def logins_moved(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """A login written into the tracking URI, on the command line or in $MLFLOW_TRACKING_URI
+    (http://user:secret@host), taken out of it and handed to MLflow in its own variables
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: Hydra's output folder, the messages
+    and the run's records then never see the password. (argv without it, the variables.)"""
+    moved: dict[str, str] = {}
+
+    def without_login(uri: str) -> str:
+        plain, user, password = split_login(uri)
+        if user is not None:
+            moved["MLFLOW_TRACKING_USERNAME"] = user
+        if password is not None:
+            moved["MLFLOW_TRACKING_PASSWORD"] = password
+        return plain
+
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        out.append(f"{key}={without_login(value)}" if eq and key.lstrip("+~") == URI_KEY else arg)
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri and without_login(env_uri) != env_uri:
+        moved["MLFLOW_TRACKING_URI"] = without_login(env_uri)
+    return out, moved
+
+
 def main() -> float:
     """`lenet5-train`: Hydra's command line (`lenet5-train --help`), after checking that the
-    launcher asked for is installed."""
+    launcher asked for is installed, with a login in the tracking URI moved to MLflow's
+    variables (for this command, and the jobs it starts, which inherit them)."""
+    argv, moved = logins_moved(sys.argv[1:])
     try:
-        check_plugins(sys.argv[1:])
+        check_plugins(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return hydra_main()
+    given = sys.argv[:]
+    with environ(moved):
+        sys.argv[1:] = argv  # what Hydra parses and writes to its output folder
+        try:
+            return hydra_main()
+        finally:
+            sys.argv[:] = given
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -3,7 +3,7 @@ names."""
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -21,6 +21,17 @@ def tracking_uri(given: str | None = None) -> str:
 def is_server(uri: str) -> bool:
     """Whether `uri` names an MLflow tracking server (http or https)."""
     return urlparse(uri).scheme in ("http", "https")
+
+
+def split_login(uri: str) -> tuple[str, str | None, str | None]:
+    """(`uri` without a login written into it, its user name, its password): for
+    http://user:secret@host:5000, ("http://host:5000", "user", "secret")."""
+    parts = urlsplit(uri)
+    if not is_server(uri) or parts.username is None:
+        return uri, None, None
+    netloc = parts.netloc.rpartition("@")[2]
+    password = None if parts.password is None else unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username), password
 
 
 def sqlite_path(uri: str) -> Path | None:
