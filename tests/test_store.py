@@ -91,6 +91,17 @@ def test_a_login_in_the_tracking_uri_goes_to_the_environment_never_to_disk(
     assert os.environ.get("MLFLOW_TRACKING_URI") == (None if given_in == "command line" else uri)
 
 
+def test_a_login_left_in_the_config_is_refused_without_showing_the_password(quick):
+    # As from a config file: run() composes what it is given, with no command line to move.
+    from lenet5.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        run([*quick, "mlflow.tracking_uri=http://admin:S3cret@127.0.0.1:9"])
+    message = str(err.value)
+    assert message.startswith("mlflow.tracking_uri carries a login for http://127.0.0.1:9")
+    assert "MLFLOW_TRACKING_PASSWORD" in message and "S3cret" not in message
+
+
 def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
     """Run Python `code` as the unprivileged user `nobody` (root may write anything, so a
     read-only file is only read-only to another user)."""

@@ -18,7 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lenet5.core.configs import names_as_typed
-from lenet5.core.errors import SweepFailed
+from lenet5.core.errors import SweepFailed, UserError
+from lenet5.core.paths import check_no_login
 from lenet5.core.process import environ, interrupts
 from lenet5.study.nuisance import check_grid
 from lenet5.study.overrides import seed_sampler
@@ -43,6 +44,10 @@ class MLflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_grid(config)  # study.nuisance as the sweep expands it, else SweepFailed
+        try:
+            check_no_login(str(config.mlflow.tracking_uri))
+        except UserError as e:
+            raise SweepFailed(f"lenet5: {e}") from None
         seed_sampler(config)  # called before Hydra makes the sweeper, which reads it
         scope = ExitStack()
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.

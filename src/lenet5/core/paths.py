@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
+from lenet5.core.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = PROJECT_ROOT / "conf"
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
@@ -32,6 +34,19 @@ def split_login(uri: str) -> tuple[str, str | None, str | None]:
     netloc = parts.netloc.rpartition("@")[2]
     password = None if parts.password is None else unquote(parts.password)
     return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username), password
+
+
+def check_no_login(uri: str) -> None:
+    """Refuse a tracking URI that still carries a login (written in a config file; the
+    command line's is moved to the environment first), naming the way without the password."""
+    plain, user, _ = split_login(uri)
+    if user is not None:
+        raise ConfigError(
+            f"mlflow.tracking_uri carries a login for {plain} (user {user}), written in a config "
+            "file: keep passwords out of files. Give the URI without it and export "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a login given on the "
+            "lenet5-train command line is moved there for you)"
+        )
 
 
 def sqlite_path(uri: str) -> Path | None:

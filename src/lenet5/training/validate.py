@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenet5.core.configs import locate, names_as_typed
 from lenet5.core.errors import ConfigError
-from lenet5.core.paths import CONF_DIR
+from lenet5.core.paths import CONF_DIR, check_no_login
 from lenet5.training.chunks import accelerator_of, check_number, chunk_size
 
 # Lightning strategies that split one run over several devices or processes.
@@ -63,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "data.channels", Integral, 1)
     check_number(cfg, "trainer.max_epochs", Integral, 1)
     check_hardware(cfg.trainer)
+    check_no_login(str(cfg.mlflow.tracking_uri))
     chunk_size(cfg)
     # The checks below are the blocks' own, so they load torch (a second or two).
     from lenet5.model.network import LeNet5
