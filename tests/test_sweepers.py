@@ -42,20 +42,27 @@ def test_optuna_searches_a_range_and_every_trial_is_a_counted_child(
     assert "params.`optimizer.lr`" in state["selectedColumns"]
     charts = {c["type"]: c for c in state["compareRunCharts"]}
     assert charts["PARALLEL"]["selectedParams"] == ["optimizer.lr"]
-    # The report lists the trials by test error, best first, and names the best setting.
+    # What Optuna minimized: each trial's validation error, never its test error.
+    val_errors = {c.info.run_id: 1.0 - c.data.metrics["final/val_acc"] for c in children}
+    assert f"Best value: {min(val_errors.values())}" in output
+    # The report lists the trials by validation error, best first, with their test errors,
+    # and names the best setting.
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     capsys.readouterr()
     assert report(["--tracking-uri", uri, "--no-log", "--out", str(tmp_path / "r")]) == 0
     text = capsys.readouterr().out
-    assert "Trials by test error, best first (optimizer.lr searched):" in text
+    assert "Trials by validation error, best first (optimizer.lr searched):" in text
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     by_id = {c.info.run_id: c for c in children}
-    assert {r[4] for r in rows} == set(by_id)
-    errors = [100 * by_id[r[4]].data.metrics["test/error"] for r in rows]
-    assert errors == sorted(errors) and [f"{e:.2f}" for e in errors] == [r[3] for r in rows]
-    assert [r[2] for r in rows] == [by_id[r[4]].data.params["optimizer.lr"] for r in rows]
-    assert f"best: optimizer.lr={rows[0][2]} (run {rows[0][4]}, test error {rows[0][3]}%)" in text
+    assert {r[5] for r in rows} == set(by_id)
+    ranked = [val_errors[r[5]] for r in rows]
+    assert ranked == sorted(ranked) and [f"{100 * e:.2f}" for e in ranked] == [r[3] for r in rows]
+    tests = [f"{100 * by_id[r[5]].data.metrics['test/error']:.2f}" for r in rows]
+    assert tests == [r[4] for r in rows]
+    assert [r[2] for r in rows] == [by_id[r[5]].data.params["optimizer.lr"] for r in rows]
+    best = f"best on validation: optimizer.lr={rows[0][2]} (run {rows[0][5]}, validation error"
+    assert best in text
 
 
 def test_more_optuna_trials_than_choices_are_all_counted(multirun, sweep_client):  # noqa: F811

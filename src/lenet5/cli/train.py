@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -26,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from lenet5.cli.record import record
+from lenet5.cli.record import best_val_acc, record
 from lenet5.core.configs import register_resolvers
 from lenet5.core.errors import UserError
 from lenet5.core.names import DEVICE, N_PARAMS, TEST_ERROR
@@ -34,6 +35,7 @@ from lenet5.core.paths import CONF_DIR, split_login
 from lenet5.core.process import environ, interrupts
 from lenet5.tracking import parent
 from lenet5.tracking.resume import resume_config
+from lenet5.tracking.runinfo import ROUND
 from lenet5.tracking.runs import TrackedRun, refusals_recorded, tracked_run
 from lenet5.tracking.stores import http_retries
 from lenet5.training.validate import validate
@@ -45,16 +47,32 @@ URI_KEY = "mlflow.tracking_uri"
 register_resolvers()
 
 
-def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
+@dataclass(frozen=True)
+class Outcome:
+    """A run's result: its test error, and its best validation accuracy as recorded
+    (final/val_acc, rounded; None without a validation set)."""
+
+    test_error: float
+    val_acc: float | None = None
+
+    @property
+    def objective(self) -> float:
+        """What a sweeper (Optuna) minimizes: the validation error, so that a search selects
+        on validation and leaves the test set out of the choice; the test error only where
+        the data has no validation set (data.val_size=0)."""
+        return self.test_error if self.val_acc is None else 1.0 - self.val_acc
+
+
+def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
     """What every entry point runs: `resume=`, or in a relaunched sweep skip a job that
-    FINISHED or continue one that was KILLED; else train. Returns the test error."""
+    FINISHED (its recorded outcome) or continue one that was KILLED; else train."""
     into = Path(HydraConfig.get().runtime.output_dir) / "resumed_from"
     if cfg.resume:
         cfg = resume_config(cfg, overrides, into)
     else:
         earlier = parent.earlier_attempt(cfg, into)
         if earlier is not None and earlier.error is not None:
-            return earlier.error
+            return Outcome(earlier.error, earlier.val_acc)
         if earlier is not None:  # a KILLED job of this sweep: continue it, same run
             with open_dict(cfg):
                 cfg.resume = earlier.resume
@@ -62,8 +80,8 @@ def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
     return train(cfg, choices=choices, overrides=overrides)
 
 
-def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
-    """Train and test one configuration in its MLflow run; returns the test error."""
+def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
+    """Train and test one configuration in its MLflow run."""
     with interrupts(), http_retries(cfg.mlflow), ExitStack() as scope:
         with refusals_recorded(cfg, choices):  # refused up front: before any run is opened
             validate(cfg)  # before torch and Lightning load: a bad value answers in a second
@@ -81,7 +99,8 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> float:
             result = build.fit_and_test(trainer, module, datamodule, run.resume_from, verbose)
             record(run, cfg, trainer, module, datamodule, result)  # metrics, pictures, model
     log.info("test error %.4f (run %s)", result[TEST_ERROR], run.run_id)
-    return result[TEST_ERROR]
+    val_acc = best_val_acc(trainer)  # as final/val_acc records it: a replay hands back the same
+    return Outcome(result[TEST_ERROR], None if val_acc is None else round(val_acc, ROUND))
 
 
 def mlflow_logger(run: TrackedRun):
@@ -114,7 +133,7 @@ def run(overrides: list[str] = ()) -> float:
     choices, task = dict(hc.runtime.choices), list(hc.overrides.task)
     with open_dict(cfg):
         del cfg["hydra"]
-    return execute(cfg, choices, task)
+    return execute(cfg, choices, task).test_error
 
 
 # Launcher and sweeper options whose Hydra plugin comes with an optional extra: the plugin,
@@ -192,9 +211,10 @@ def main() -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
+    """One job; returns what a sweeper minimizes (`Outcome.objective`), NaN for a failed job."""
     hc = HydraConfig.get()
     try:
-        return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task))
+        return execute(cfg, dict(hc.runtime.choices), list(hc.overrides.task)).objective
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             if isinstance(e, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":

@@ -115,35 +115,46 @@ def _problem_lines(info: SweepInfo) -> list[str]:
 
 def trials(info: SweepInfo) -> list[list[str]]:
     """The finished trials of a sweep that varies config values (a learning rate Optuna
-    searches), best test error first: the header, then a row per trial."""
-    done = sorted((r for r in info.children if r.done), key=lambda r: r.error)
-    header = ["rank", "run", *info.searched, "test error %", "run id"]
+    searches), best first by the validation error a sweeper minimizes (by test error where
+    there is no validation): the header, then a row per trial."""
+    done = [r for r in info.children if r.done]
+    done.sort(key=lambda r: (r.error if r.val is None else 1 - r.val, r.error))
+    header = ["rank", "run", *info.searched, "val error %", "test error %", "run id"]
     rows = []
     for i, r in enumerate(done, 1):
         values = [r.settings.get(k, "?") for k in info.searched]
-        rows.append([str(i), r.name, *values, _num(100 * r.error), r.run_id])
+        val = "-" if r.val is None else _num(100 * (1 - r.val))
+        rows.append([str(i), r.name, *values, val, _num(100 * r.error), r.run_id])
     return [header, *rows]
 
 
 def best_line(table: list[list[str]], searched: list[str]) -> str:
     best = dict(zip(table[0], table[1], strict=True))
     settings = " ".join(f"{k}={best[k]}" for k in searched)
-    return f"best: {settings} (run {best['run id']}, test error {best['test error %']}%)"
+    errors = f"validation error {best['val error %']}%, test error {best['test error %']}%"
+    return f"best on validation: {settings} (run {best['run id']}, {errors})"
+
+
+TRIALS = "Trials by validation error, best first"
+TRIALS_WHY = (
+    "The sweeper minimizes the validation error (the test error where there is none): the "
+    "test error of the best trial is reported, never selected on."
+)
 
 
 def _trial_text(info: SweepInfo) -> list[str]:
     table = trials(info)
     if not info.searched or len(table) < 2:
         return []
-    head = f"Trials by test error, best first ({', '.join(info.searched)} searched):"
-    return [head, "", *aligned([table]), best_line(table, info.searched), ""]
+    head = f"{TRIALS} ({', '.join(info.searched)} searched):"
+    return [head, "", *aligned([table]), best_line(table, info.searched), TRIALS_WHY, ""]
 
 
 def _trial_markdown(info: SweepInfo) -> list[str]:
     table = trials(info)
     if not info.searched or len(table) < 2:
         return []
-    out = ["## Trials by test error, best first", ""]
+    out = [f"## {TRIALS}", "", TRIALS_WHY, ""]
     out += ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
     out += ["| " + " | ".join(row) + " |" for row in table[1:]]
     return [*out, "", best_line(table, info.searched), ""]

@@ -68,11 +68,12 @@ def child_tags(info: dict | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Earlier:
-    """What a relaunched sweep already has of a job: a FINISHED run's test error (skip the
-    job), or a KILLED run to continue from its last checkpoint."""
+    """What a relaunched sweep already has of a job: a FINISHED run's test error and best
+    validation accuracy (skip the job), or a KILLED run to continue from its checkpoint."""
 
     error: float | None = None
     resume: str | None = None
+    val_acc: float | None = None
 
 
 def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
@@ -99,7 +100,8 @@ def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
     finished = [r for r in twins if r.info.status == "FINISHED"]
     if finished:
         log.info("skipping: run %s already FINISHED this job", finished[0].info.run_id)
-        return Earlier(error=finished[0].data.metrics[names.TEST_ERROR])
+        metrics = finished[0].data.metrics
+        return Earlier(error=metrics[names.TEST_ERROR], val_acc=metrics.get(names.FINAL_VAL_ACC))
     for run in twins:
         if run.info.status == "KILLED" and run.data.tags.get(names.SUPERSEDED) != "true":
             try:
