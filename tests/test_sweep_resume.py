@@ -48,6 +48,40 @@ def test_an_interrupted_sweep_continues_its_killed_job_from_its_checkpoint(
     assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0
 
 
+@pytest.mark.slow  # a sweep, then its relaunch
+def test_a_relaunch_takes_over_runs_left_running_by_a_dead_process(
+    multirun,  # noqa: F811
+    sweep_client,  # noqa: F811
+):
+    import socket
+    import subprocess
+
+    args = ["seed=0,1"]
+    message, output = multirun(*args)
+    assert message is None, output[-3000:]
+    parent, children = parent_and_children(sweep_client)
+    # As if the sweep's main process and a worker had been killed outright (SIGKILL: no
+    # handler ran): the parent and one job's run left RUNNING, their process gone.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = children[0]
+    for run in (parent, orphan):
+        sweep_client.update_run(run.info.run_id, "RUNNING")
+        sweep_client.set_tag(run.info.run_id, "lenet5.host", socket.gethostname())
+        sweep_client.set_tag(run.info.run_id, "lenet5.pid", str(gone.pid))
+    message, output = multirun(*args)
+    assert message is None, output[-3000:]
+    # No manual --reap: the relaunch ends the orphan KILLED and continues it in its own run.
+    assert f"continuing run {orphan.info.run_id} from its last checkpoint" in output
+    assert output.count("skipping: run") == 1
+    parent2, children2 = parent_and_children(sweep_client)
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    assert {c.info.run_id for c in children2} == {c.info.run_id for c in children}
+    assert {c.info.status for c in children2} == {"FINISHED"}
+    taken = sweep_client.get_run(orphan.info.run_id).data.tags["failure_reason"]
+    assert taken.startswith(f"reaped by the relaunch of its sweep: its process {gone.pid}")
+
+
 def test_submitits_stop_before_the_time_limit_ends_the_run_killed(
     quick, store, client, monkeypatch
 ):

@@ -39,8 +39,7 @@ from lenet5.report.render_tuned import render_tuned_markdown, render_tuned_text,
 from lenet5.report.stats import summarize
 from lenet5.report.tuning import has_nuisance, tables
 from lenet5.tracking import views
-from lenet5.tracking.liveness import STALE_AFTER_S, stale_runs
-from lenet5.tracking.runs import reap
+from lenet5.tracking.liveness import STALE_AFTER_S, reap, stale_runs
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ start time, which tells a reused pid apart) and refreshes a heartbeat tag from a
 background thread. A RUNNING run is stale when its process is gone (same host: the pid is
 dead or now another process) or, seen from another host, when its heartbeat is older than
 a threshold; `lenet5-report --reap` ends such runs KILLED with the reason
-(`lenet5.tracking.runs.reap`), after which
+(`reap`), after which
 `lenet5-train resume=<run id>` continues one from its last checkpoint.
 """
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet5.core.names import HEARTBEAT, HOST, PID, PID_START
+from lenet5.core.names import FAILURE_REASON, HEARTBEAT, HOST, PID, PID_START
 
 log = logging.getLogger("lenet5")
 # MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
@@ -140,3 +140,15 @@ def stale_runs(runs, stale_after: float = STALE_AFTER_S) -> list[Stale]:
         if reason:
             found.append(Stale(run.info.run_id, run.info.run_name or run.info.run_id, reason))
     return found
+
+
+def end_run(client, run_id: str, status: str, reason: str) -> None:
+    """End a run that did not finish, its cause in the tag `failure_reason`."""
+    client.set_tag(run_id, FAILURE_REASON, reason[:5000])
+    client.set_terminated(run_id, status)
+
+
+def reap(client, stale: list[Stale], by: str = "lenet5-report --reap") -> None:
+    """End each stale run KILLED, the reason (and who found it) in its `failure_reason`."""
+    for s in stale:
+        end_run(client, s.run_id, "KILLED", f"reaped by {by}: {s.reason}")

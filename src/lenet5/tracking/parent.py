@@ -97,13 +97,19 @@ def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
         f"tags.`{names.CONFIG_HASH}` = '{config_hash(cfg)}'",
         order_by=["attributes.start_time DESC"],
     )
+    # Runs of this job left RUNNING by a process that is gone (a worker killed outright, a
+    # lost node): ended KILLED here, so that they are continued like any other KILLED run.
+    orphans = liveness.stale_runs(twins)
+    liveness.reap(client, orphans, by="the relaunch of its sweep")
+    taken = {o.run_id for o in orphans}
     finished = [r for r in twins if r.info.status == "FINISHED"]
     if finished:
         log.info("skipping: run %s already FINISHED this job", finished[0].info.run_id)
         metrics = finished[0].data.metrics
         return Earlier(error=metrics[names.TEST_ERROR], val_acc=metrics.get(names.FINAL_VAL_ACC))
     for run in twins:
-        if run.info.status == "KILLED" and run.data.tags.get(names.SUPERSEDED) != "true":
+        killed = run.info.status == "KILLED" or run.info.run_id in taken
+        if killed and run.data.tags.get(names.SUPERSEDED) != "true":
             try:
                 last_checkpoint(client, run, into)
             except StoreError:

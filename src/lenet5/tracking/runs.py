@@ -71,18 +71,6 @@ def start_run(cfg: DictConfig, choices: dict, extra_tags: dict[str, str] | None 
     return client, run
 
 
-def end_run(client, run_id: str, status: str, reason: str) -> None:
-    """End a run that did not finish, its cause in the tag `failure_reason`."""
-    client.set_tag(run_id, names.FAILURE_REASON, reason[:5000])
-    client.set_terminated(run_id, status)
-
-
-def reap(client, stale: list[liveness.Stale]) -> None:
-    """End each stale run KILLED, the reason in its `failure_reason` tag."""
-    for s in stale:
-        end_run(client, s.run_id, "KILLED", f"reaped by lenet5-report --reap: {s.reason}")
-
-
 @contextmanager
 def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
     """In a sweep, a job refused before training (a bad sweep value, absent data) still gets
@@ -93,7 +81,7 @@ def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
         in_sweep = parent.current()
         if in_sweep:
             client, run = start_run(cfg, choices, parent.child_tags(in_sweep))
-            end_run(client, run.info.run_id, "FAILED", f"{type(e).__name__}: {e}")
+            liveness.end_run(client, run.info.run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
 
 
@@ -203,7 +191,7 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
         status, reason = _ending(e)
         if uploaded and checkpoints.is_dir():  # resumable from another machine
             client.log_artifacts(run_id, str(checkpoints), "checkpoints")
-        end_run(client, run_id, status, reason)
+        liveness.end_run(client, run_id, status, reason)
         if status == "KILLED":
             log.warning("run %s KILLED; continue it with: lenet5-train resume=%s", run_id, run_id)
         raise
