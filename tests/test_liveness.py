@@ -2,6 +2,7 @@
 runs whose process or tracking server went away resumed from their checkpoints."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -84,7 +85,8 @@ def test_stale_runs_are_those_whose_process_is_gone(client):
     assert reasons["ended"] is None
     assert reasons["dead_here"].startswith("its process ")
     assert "is gone" in reasons["pid_reused"]
-    assert reasons["silent_elsewhere"].startswith("no heartbeat from node-9 for 1000 s")
+    # 1000 s before the runs were made, and a slow machine may take a second making them.
+    assert re.match(r"no heartbeat from node-9 for 100[01] s \(last ", reasons["silent_elsewhere"])
 
 
 def test_report_lists_then_reaps_stale_runs_killed_with_the_reason(client, tmp_path, capsys):
