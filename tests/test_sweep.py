@@ -208,6 +208,7 @@ def test_study_file_runs_scaled_down_from_the_shell(multirun, sweep_client):
     assert tags["lenet5.study"] == "one_at_a_time"
     assert json.loads(tags["lenet5.factors"]) == ["activation", "pooling", "connectivity", "head"]
     assert json.loads(tags["lenet5.baseline"])["pooling"] == "subsampling"
+    assert tags["lenet5.margin"] == "0.2"  # study.margin: what the report's verdicts use
     assert {a.path for a in sweep_client.list_artifacts(parent.info.run_id, "study")} == {
         "study/one_at_a_time.yaml"
     }

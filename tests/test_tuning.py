@@ -191,7 +191,7 @@ def test_selection_on_mean_validation_and_tuned_vs_fixed_against_scipy(oat, uri,
     tuned_relu = next(r for r in rows if r["table"] == "tuned" and r["level"] == "relu")
     fixed_relu = next(r for r in rows if r["table"] == "fixed" and r["level"] == "relu")
     assert float(fixed_relu["diff_pct"]) > 2.5 > abs(float(tuned_relu["diff_pct"]))
-    assert fixed_relu["verdict"] == "higher"
+    assert fixed_relu["verdict"] == "worse"
     assert "Selection per arm" in text and "Tuned: each arm at its own" in text
     assert "Fixed setting" in text and "lr=0.0003" in text
     changed = [line for line in text.splitlines() if "changed by tuning" in line]
@@ -200,9 +200,21 @@ def test_selection_on_mean_validation_and_tuned_vs_fixed_against_scipy(oat, uri,
         "activation=relu",
         "pooling=max",
     ]
-    assert all("at the baseline's setting higher" in line for line in changed)
+    assert all("at the baseline's setting worse" in line for line in changed)
     assert (tmp_path / "out/report.png").stat().st_size > 10_000
     assert "## Selection per arm" in (tmp_path / "out/report.md").read_text()
+    # The study's margin (study.margin, recorded with the sweep; 0.2 where a sweep has none)
+    # is how the verdicts read; --margin reads them against another.
+    assert "Verdicts against a margin of 0.2 points of test error" in text
+    args = ["--tracking-uri", uri, "--experiment", exp, "--out", str(tmp_path / "m"), "--no-log"]
+    assert main([*args, "--margin", "50"]) == 0
+    wide = read_csv(tmp_path / "m/report.csv")
+    assert "Verdicts against a margin of 50 points" in capsys.readouterr().out
+    compared = [r for r in wide if r["table"] in ("tuned", "fixed") and r["is_baseline"] == "0"]
+    assert compared
+    for r in compared:  # every interval here lies inside +/-50 points
+        assert float(r["diff_low_pct"]) > -50 and float(r["diff_high_pct"]) < 50
+        assert r["verdict"] == "equivalent"
 
 
 def test_learning_curves_are_read_per_epoch(oat, uri):
@@ -289,7 +301,7 @@ def test_interaction_on_a_synthetic_2x2_with_a_known_interaction():
     assert d.estimate == pytest.approx(np.mean(per_seed), rel=1e-9)
     assert d.estimate == pytest.approx(1.5, abs=0.1)
     assert (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
-    assert inter.verdict == "higher"
+    assert inter.verdict == "worse"  # a positive interaction: more error than additive
     # Main effect of A: averaged over B's two levels, per seed; two main effects -> Holm m=2.
     main_a = next(r for r in rows if r.table == "main" and r.factor == "A")
     per_seed_a = [
@@ -309,8 +321,25 @@ def test_interaction_on_a_synthetic_2x2_with_a_known_interaction():
     assert (main_a.diff.low, main_a.diff.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
 
 
+def test_verdicts_read_the_interval_against_the_margin():
+    from lenet5.report.inference import Contrast, t_crit, verdict
+
+    def c(low, high):  # a 95% interval [low, high]: its standard error from t's quantile
+        half = (high - low) / 2
+        return Contrast((low + high) / 2, half / t_crit(0.95, 4.0), 4.0, True, "5 pairs")
+
+    assert verdict(c(-0.15, 0.1), margin=0.2) == "equivalent"  # contains 0, inside +/-0.2
+    assert verdict(c(0.02, 0.15), margin=0.2) == "equivalent"  # excludes 0: too small to matter
+    assert verdict(c(0.05, 0.35), margin=0.2) == "worse"  # excludes 0, reaches past 0.2
+    assert verdict(c(-3.2, -0.1), margin=0.2) == "better"
+    assert verdict(c(-3.2, 10.8), margin=0.2) == "too wide to conclude"
+    assert verdict(c(-0.1, 0.3), margin=0.2) == "too wide to conclude"
+    assert verdict(c(-0.1, 0.3), margin=0.5) == "equivalent"  # a study that cares less
+    assert verdict(None) == "n too small"
+
+
 def test_too_wide_an_interval_is_flagged_and_n_is_stated():
-    # Two seeds, very noisy: the interval contains 0 and spans more than the baseline error.
+    # Two seeds, very noisy: the interval contains 0 and reaches past the margin.
     runs = [
         Run(f"{lvl}{s}", "r", "FINISHED", {"A": lvl, "seed": str(s)}, e / 100, val=0.9)
         for lvl, s, e in [("a0", 0, 1.0), ("a0", 1, 1.2), ("a1", 0, 0.5), ("a1", 1, 2.1)]

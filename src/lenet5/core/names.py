@@ -13,6 +13,7 @@ ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 FACTORS = "lenet5.factors"  # JSON list of the factor tags a study compares
 BASELINE = "lenet5.baseline"  # JSON: factor -> its baseline level
 EXPECTED_RUNS = "lenet5.expected_runs"  # jobs the sweep launches, where it is known
+MARGIN = "lenet5.margin"  # study.margin: the smallest difference that matters, in points
 SEARCHED = "lenet5.searched"  # JSON list of the config values a sweep varies (optimizer.lr)
 NUISANCE = "lenet5.nuisance"  # JSON: a trial's own values of the study's nuisance keys
 SUPERSEDED = "lenet5.superseded"  # "true": an earlier attempt a relaunch re-ran

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lenet5.core import names
@@ -107,6 +108,13 @@ def _more_args(p: argparse.ArgumentParser) -> None:
         "verdicts, factorial interactions) for a study without a nuisance grid too",
     )
     p.add_argument(
+        "--margin",
+        type=float,
+        metavar="POINTS",
+        help="the smallest difference in test error (points) that matters, for the tuned "
+        "report's verdicts (default: the study's study.margin, recorded with the sweep)",
+    )
+    p.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -177,7 +185,8 @@ def read_sweep(client, exp, uri: str, args: argparse.Namespace):
     parent = find_sweep(client, exp, args.sweep_id, args.study)
     if args.watch:
         parent = watch(client, exp, parent, uri, args.watch)
-    return collect(client, exp, parent, uri)
+    info = collect(client, exp, parent, uri)
+    return info if args.margin is None else replace(info, margin=args.margin)
 
 
 def write_report(client, info, out: Path, tuned: bool) -> tuple[list[Path], str]:
@@ -212,7 +221,7 @@ def plain_report(client, info, files: list[Path]) -> str:
 
 def tuned_report(client, info, files: list[Path]) -> str:
     """Selections, tuned and fixed-setting tables, factorial effects, learning curves."""
-    sels, rows = tables(info.children, info.factors, info.baseline)
+    sels, rows = tables(info.children, info.factors, info.baseline, info.margin)
     files[0].write_text(render_tuned_markdown(info, sels, rows))
     write_tuned_csv(files[1], info, sels, rows)
     write_tuned_chart(files[2], info, sels, rows, curves(client, info.children))

@@ -183,17 +183,27 @@ def adjust(contrasts: list[Contrast | None], alpha: float = 0.05) -> list[Contra
     return out
 
 
-def verdict(c: Contrast | None, reference: float | None, wide: float = 0.5) -> str:
-    """What the (adjusted) interval lets one say of an error difference: `higher`/`lower`
-    when it excludes 0; `too wide` when it contains 0 and its half-width exceeds `wide` x
-    the reference (the baseline's mean error: it cannot tell no effect from a change of
-    that size); else `no clear difference`."""
+# The smallest difference in test error (points) a study cares about, where it says none.
+DEFAULT_MARGIN = 0.2
+
+
+def verdict(c: Contrast | None, margin: float = DEFAULT_MARGIN) -> str:
+    """What an (adjusted) interval of an error difference lets one say, given the smallest
+    difference that matters (`margin`, points of test error):
+
+    - `equivalent`: it lies inside +/- margin. Read as two one-sided tests (Schuirmann 1987)
+      at the interval's own level, each side at half its error rate: whatever the difference
+      is, and whether or not it excludes 0, it is smaller than what matters;
+    - `worse` / `better`: it excludes 0 (the error is higher / lower) and reaches past the
+      margin;
+    - `too wide to conclude`: neither, more runs are needed.
+    """
     if c is None or c.half is None:
         return "n too small"
+    if -margin < c.low and c.high < margin:
+        return "equivalent"
     if c.low > 0:
-        return "higher"
+        return "worse"
     if c.high < 0:
-        return "lower"
-    if reference is not None and c.half > wide * abs(reference):
-        return "too wide to conclude"
-    return "no clear difference"
+        return "better"
+    return "too wide to conclude"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from lenet5.core import names
 from lenet5.core.paths import sqlite_path
+from lenet5.report.inference import DEFAULT_MARGIN
 from lenet5.report.stats import Counts, Run, counts
 from lenet5.tracking.stores import client_for, store_ready
 
@@ -41,6 +42,7 @@ class SweepInfo:
     children: list[Run]  # superseded attempts left out
     counts: Counts
     searched: list[str] = field(default_factory=list)  # config values the sweep varies
+    margin: float = DEFAULT_MARGIN  # study.margin: the smallest difference that matters
 
 
 def _locked(e: BaseException | None) -> bool:
@@ -194,6 +196,7 @@ def collect(client, exp, parent, uri: str) -> SweepInfo:
         children=children,
         counts=counts(children, expected),
         searched=searched,
+        margin=float(parent.data.tags.get(names.MARGIN, DEFAULT_MARGIN)),
     )
 
 

@@ -159,6 +159,16 @@ def nuisance_line(sels) -> str:
     )
 
 
+def margin_line(info: SweepInfo) -> str:
+    """How the verdicts read, with the study's margin."""
+    m = f"{info.margin:g}"
+    return (
+        f"Verdicts against a margin of {m} points of test error (study.margin, or --margin): "
+        f"equivalent = the Holm interval lies inside +/-{m}; worse / better = it excludes 0 "
+        "and reaches past the margin; else too wide to conclude."
+    )
+
+
 def verdict_lines(rows: list[Comparison]) -> list[str]:
     """Per comparison, the verdict tuned and at the baseline's setting: did tuning change it?"""
     fixed = {(r.factor, r.level): r for r in rows if r.table == "fixed" and not r.is_baseline}
@@ -186,6 +196,7 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     if problems:
         out += ["Failed or incomplete runs (excluded from the statistics):"]
         out += [f"  {p}" for p in problems] + [""]
+    out += [margin_line(info), ""]
     out += ["Selection per arm: mean validation accuracy in % (runs), * selected:", ""]
     out += aligned([selection_table(sels, info.factors, info.baseline)])
     tables = _blocks(rows)
@@ -215,6 +226,7 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     if problems:
         out += ["## Failed or incomplete runs (excluded)", ""] + [f"- {p}" for p in problems]
         out.append("")
+    out += [margin_line(info), ""]
     out += ["## Selection per arm", "", "Mean validation accuracy in % (runs), * selected.", ""]
     out += [*_md(selection_table(sels, info.factors, info.baseline)), ""]
     tables = _blocks(rows)

@@ -20,7 +20,15 @@ from dataclasses import dataclass, replace
 from statistics import mean
 
 from lenet5.core import names
-from lenet5.report.inference import Contrast, Group, adjust, contrast, describe, verdict
+from lenet5.report.inference import (
+    DEFAULT_MARGIN,
+    Contrast,
+    Group,
+    adjust,
+    contrast,
+    describe,
+    verdict,
+)
 from lenet5.report.stats import Run, is_factorial
 
 Cell = tuple[str, ...]  # one level per factor, in the study's factor order
@@ -121,28 +129,27 @@ def _row(table, factor, level, is_base, g: Group, sel, setting, diff):
     )
 
 
-def _rederive(rows: list[Comparison], base_mean: float | None, wide: float):
-    """The table's rows with Holm-adjusted intervals and the verdicts they give (`too wide`
-    judged against the baseline's mean error)."""
+def _rederive(rows: list[Comparison], margin: float):
+    """The table's rows with Holm-adjusted intervals and the verdicts they give against the
+    study's `margin`."""
     adjusted = adjust([r.diff if not r.is_baseline else None for r in rows])
     out = []
     for r, d in zip(rows, adjusted, strict=True):
         if r.is_baseline:
             out.append(r)
             continue
-        out.append(replace(r, diff=d, verdict=verdict(d, base_mean, wide)))
+        out.append(replace(r, diff=d, verdict=verdict(d, margin)))
     return out
 
 
 def simple_tables(
-    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+    runs: list[Run], factors: list[str], baseline: dict[str, str], margin: float = DEFAULT_MARGIN
 ) -> tuple[dict[Cell, Selection], list[Comparison]]:
     """The selections and the `tuned` and `fixed` tables of the simple effects."""
     sel = select(runs, factors)
     base = tuple(baseline[f] for f in factors)
     base_setting = sel[base].selected if base in sel else None
     g0 = group(runs, factors, base, base_setting)
-    base_mean = mean(v for _, v in g0) if g0 else None
     rows: list[Comparison] = []
     for table in ("tuned", "fixed"):
         block = []
@@ -158,7 +165,7 @@ def simple_tables(
                 g = group(runs, factors, cell, setting)
                 diff = contrast([g, g0], [1.0, -1.0])
                 block.append(_row(table, f, lvl, False, g, s, setting, diff))
-        rows += _rederive(block, base_mean, wide)
+        rows += _rederive(block, margin)
     return sel, rows
 
 
@@ -239,7 +246,11 @@ def interactions(groups: dict[Cell, Group], factors, baseline, levels) -> list[C
 
 
 def factorial_tables(
-    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5, sel=None
+    runs: list[Run],
+    factors: list[str],
+    baseline: dict[str, str],
+    margin: float = DEFAULT_MARGIN,
+    sel=None,
 ) -> list[Comparison]:
     """Main effects and two-way interactions, each cell at its own selected setting (`sel`:
     the selections, where the caller has them); a contrast uses the cells present on every
@@ -247,21 +258,19 @@ def factorial_tables(
     sel = select(runs, factors) if sel is None else sel
     groups = tuned_groups(runs, factors, sel)
     levels = {f: sorted({c[i] for c in groups} | {baseline[f]}) for i, f in enumerate(factors)}
-    base_all = [v for g in groups.values() for _, v in g]
-    ref = mean(base_all) if base_all else None
     main = main_effects(groups, factors, baseline, levels)
     inter = interactions(groups, factors, baseline, levels)
-    return _rederive(main, ref, wide) + _rederive(inter, ref, wide)
+    return _rederive(main, margin) + _rederive(inter, margin)
 
 
 def tables(
-    runs: list[Run], factors: list[str], baseline: dict[str, str], wide: float = 0.5
+    runs: list[Run], factors: list[str], baseline: dict[str, str], margin: float = DEFAULT_MARGIN
 ) -> tuple[dict[Cell, Selection], list[Comparison]]:
     """Everything the tuned report shows: selections, tuned, fixed, and (factorial) main
     effects and interactions."""
-    sel, rows = simple_tables(runs, factors, baseline, wide)
+    sel, rows = simple_tables(runs, factors, baseline, margin)
     if len({setting_of(r) for r in runs}) <= 1:  # no grid: fixed would repeat tuned
         rows = [r for r in rows if r.table != "fixed"]
     if is_factorial(runs, factors, baseline):
-        rows += factorial_tables(runs, factors, baseline, wide, sel)
+        rows += factorial_tables(runs, factors, baseline, margin, sel)
     return sel, rows

@@ -189,6 +189,7 @@ def _create_parent(client, exp_id: str, cfg: DictConfig, sweep_id: str, study: s
         names.STUDY: study,
         names.FACTORS: json.dumps(list(cfg.study.factors)),
         names.BASELINE: json.dumps(OmegaConf.to_container(cfg.study.baseline) or {}),
+        names.MARGIN: str(cfg.study.get("margin", 0.2)),
         **liveness.here(),
     }
     searched = views.searched_of(cfg)
