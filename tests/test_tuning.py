@@ -338,6 +338,38 @@ def test_verdicts_read_the_interval_against_the_margin():
     assert verdict(None) == "n too small"
 
 
+def test_seeds_needed_to_resolve_a_comparison_match_a_direct_search():
+    from lenet5.report.inference import paired_contrast, seeds_needed
+    from lenet5.report.render_tuned import planning_lines
+
+    def first_k(sd, room, level=0.95):  # scipy's t, searched independently
+        return next(
+            k for k in range(2, 500) if stats.t.ppf((1 + level) / 2, k - 1) * sd / k**0.5 < room
+        )
+
+    seeds = [0, 1, 2]
+    base = [[(s, 1.0) for s in seeds]]
+    # Near 0: to be equivalent the interval must shrink inside +/-0.2 around +0.05.
+    near = paired_contrast([[(0, 1.3), (1, 0.6), (2, 1.25)], base[0]], [1.0, -1.0])
+    sd = np.std([0.3, -0.4, 0.25], ddof=1)
+    assert near.estimate == pytest.approx(0.05)
+    assert seeds_needed(near, margin=0.2) == first_k(sd, 0.2 - 0.05)
+    # Far from 0 (+3): clear of 0 is enough.
+    far = paired_contrast([[(0, 3.5), (1, 2.0), (2, 6.5)], base[0]], [1.0, -1.0])
+    sd_far = np.std([2.5, 1.0, 5.5], ddof=1)
+    assert seeds_needed(far, margin=0.2) == first_k(sd_far, 3.0)
+    # A table's rows still too wide get a line each, with that number.
+    errors = [("a0", 0, 1.0), ("a0", 1, 1.0), ("a0", 2, 1.0)]
+    errors += [("a1", 0, 1.3), ("a1", 1, 0.6), ("a1", 2, 1.25)]
+    runs = [
+        Run(f"{lvl}{s}", "r", "FINISHED", {"A": lvl, "seed": str(s)}, e / 100, val=0.9)
+        for lvl, s, e in errors
+    ]
+    _, rows = simple_tables(runs, ["A"], {"A": "a0"})
+    lines = planning_lines(rows, 0.2)
+    assert f"  tuned: A=a1: about {first_k(sd, 0.15)} seeds" in lines
+
+
 def test_too_wide_an_interval_is_flagged_and_n_is_stated():
     # Two seeds, very noisy: the interval contains 0 and reaches past the margin.
     runs = [

@@ -207,3 +207,20 @@ def verdict(c: Contrast | None, margin: float = DEFAULT_MARGIN) -> str:
     if c.high < 0:
         return "better"
     return "too wide to conclude"
+
+
+def seeds_needed(c: Contrast | None, margin: float = DEFAULT_MARGIN, most: int = 200) -> int | None:
+    """For a paired contrast, the fewest seeds (pairs) whose interval would resolve it (at the
+    spread of its per-seed differences seen so far, its estimate and its level): inside
+    +/- margin where the estimate is within it (equivalent), else clear of 0 (worse or
+    better). None where it cannot say: not paired, no spread yet, or more than `most`."""
+    if c is None or not c.paired or not c.se or c.df is None:
+        return None
+    n = round(c.df) + 1
+    sd = c.se * math.sqrt(n)
+    d = abs(c.estimate)
+    room = margin - d if d < margin else d
+    for k in range(max(n, 2), most + 1):
+        if t_crit(c.level, k - 1) * sd / math.sqrt(k) < room:
+            return k
+    return None

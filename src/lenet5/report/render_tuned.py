@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
+from lenet5.report.inference import seeds_needed
 from lenet5.report.reading import SweepInfo
 from lenet5.report.render import _num, _problem_lines, aligned, header_lines
 from lenet5.report.tuning import Cell, Comparison, Selection
@@ -190,6 +191,26 @@ def verdict_lines(rows: list[Comparison]) -> list[str]:
     )
 
 
+def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
+    """For each comparison still too wide to conclude: the seeds that would resolve it."""
+    out = []
+    for r in rows:
+        if r.verdict != "too wide to conclude" or r.diff is None:
+            continue
+        k = seeds_needed(r.diff, margin)
+        need = (
+            "cannot say (not paired by seed)"
+            if not r.diff.paired
+            else (f"about {k} seeds" if k else "more than 200 seeds")
+        )
+        out.append(f"  {r.table}: {r.factor}={r.level}: {need}")
+    head = (
+        "Seeds that would resolve what is still too wide to conclude (at the spread of the "
+        "per-seed differences seen so far, the same level):"
+    )
+    return [head, *out, ""] if out else []
+
+
 def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     out = [*header_lines(info), nuisance_line(sels), ""]
     problems = _problem_lines(info)
@@ -209,6 +230,7 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         ]
         out += aligned([_table(table, f, b) for f, b in blocks])
     out += verdict_lines(rows)
+    out += planning_lines(rows, info.margin)
     if not rows:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
@@ -240,9 +262,10 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         ]
         for factor, block in blocks:
             out += [f"### {factor}", "", *_md(_table(table, factor, block)), ""]
-    verdicts = verdict_lines(rows)
-    if verdicts:
-        out += [f"## {verdicts[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in verdicts[1:-1]]
+    for lines in (verdict_lines(rows), planning_lines(rows, info.margin)):
+        if lines:
+            out += [f"## {lines[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in lines[1:-1]]
+            out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
