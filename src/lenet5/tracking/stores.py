@@ -248,7 +248,10 @@ def client_for(tracking_uri: str, write: bool = True):
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the MLflow store folder {db.parent}: {e}") from e
-        if check_store(db, write) != _revisions()[0]:
+        version = check_store(db, write)
+        # A new store (None) needs no look at the migrations here (~1 s to load them): MLflow
+        # loads them itself to create it.
+        if version is None or version != _revisions()[0]:
             with store_lock(tracking_uri):  # constructing the client creates or migrates it
                 return MlflowClient(tracking_uri=tracking_uri)
     elif is_server(tracking_uri):
