@@ -184,7 +184,8 @@ def test_system_metrics_when_asked(quick, store, client):
     """mlflow.system_metrics=true: MLflow's CPU and memory charts of the run (psutil, which
     the dev extra installs), sampled every 2 s while a run of a few seconds trains."""
     pytest.importorskip("psutil", reason="psutil: pip install -e .[system] (.ci/run installs it)")
-    run([*quick, *store, "trainer.max_epochs=8", "mlflow.system_metrics=true"])
+    whole = "++trainer.limit_train_batches=1.0"  # whole epochs: a run of a few seconds
+    run([*quick, *store, "trainer.max_epochs=8", "mlflow.system_metrics=true", whole])
     rec = only_run(client)
     assert rec.info.status == "FINISHED"
     cpu = client.get_metric_history(rec.info.run_id, "system/cpu_utilization_percentage")
