@@ -185,8 +185,9 @@ def logins_moved(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         key, eq, value = arg.partition("=")
         out.append(f"{key}={without_login(value)}" if eq and key.lstrip("+~") == URI_KEY else arg)
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if env_uri and without_login(env_uri) != env_uri:
-        moved["MLFLOW_TRACKING_URI"] = without_login(env_uri)
+    plain = without_login(env_uri) if env_uri else env_uri
+    if plain != env_uri:
+        moved["MLFLOW_TRACKING_URI"] = plain
     return out, moved
 
 

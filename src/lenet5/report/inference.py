@@ -209,7 +209,12 @@ def verdict(c: Contrast | None, margin: float = DEFAULT_MARGIN) -> str:
     return "too wide to conclude"
 
 
-def seeds_needed(c: Contrast | None, margin: float = DEFAULT_MARGIN, most: int = 200) -> int | None:
+MOST_SEEDS = 200  # how far seeds_needed looks
+
+
+def seeds_needed(
+    c: Contrast | None, margin: float = DEFAULT_MARGIN, most: int = MOST_SEEDS
+) -> int | None:
     """For a paired contrast, the fewest seeds (pairs) whose interval would resolve it (at the
     spread of its per-seed differences seen so far, its estimate and its level): inside
     +/- margin where the estimate is within it (equivalent), else clear of 0 (worse or

@@ -142,6 +142,12 @@ TRIALS_WHY = (
 )
 
 
+def markdown_table(lines: list[list[str]]) -> list[str]:
+    """A header and rows as a Markdown table: the first column left-aligned, the rest right."""
+    out = ["| " + " | ".join(lines[0]) + " |", "| --- " + "| ---: " * (len(lines[0]) - 1) + "|"]
+    return out + ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
+
+
 def _trial_text(info: SweepInfo) -> list[str]:
     table = trials(info)
     if not info.searched or len(table) < 2:
@@ -154,9 +160,7 @@ def _trial_markdown(info: SweepInfo) -> list[str]:
     table = trials(info)
     if not info.searched or len(table) < 2:
         return []
-    out = [f"## {TRIALS}", "", TRIALS_WHY, ""]
-    out += ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
-    out += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    out = [f"## {TRIALS}", "", TRIALS_WHY, "", *markdown_table(table)]
     return [*out, "", best_line(table, info.searched), ""]
 
 

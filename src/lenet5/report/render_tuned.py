@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
-from lenet5.report.inference import seeds_needed
+from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import SweepInfo
-from lenet5.report.render import _num, _problem_lines, aligned, header_lines
+from lenet5.report.render import _num, _problem_lines, aligned, header_lines, markdown_table
 from lenet5.report.tuning import Cell, Comparison, Selection
 from lenet5.study.nuisance import short
 
@@ -201,7 +201,7 @@ def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
         need = (
             "cannot say (not paired by seed)"
             if not r.diff.paired
-            else (f"about {k} seeds" if k else "more than 200 seeds")
+            else (f"about {k} seeds" if k else f"more than {MOST_SEEDS} seeds")
         )
         out.append(f"  {r.table}: {r.factor}={r.level}: {need}")
     head = (
@@ -236,11 +236,6 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _md(lines: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(lines[0]) + " |", "| --- " + "| ---: " * (len(lines[0]) - 1) + "|"]
-    return out + ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
-
-
 def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
     out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
     out += [f"- {line}" for line in [*header_lines(info), nuisance_line(sels)]] + [""]
@@ -250,7 +245,7 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         out.append("")
     out += [margin_line(info), ""]
     out += ["## Selection per arm", "", "Mean validation accuracy in % (runs), * selected.", ""]
-    out += [*_md(selection_table(sels, info.factors, info.baseline)), ""]
+    out += [*markdown_table(selection_table(sels, info.factors, info.baseline)), ""]
     tables = _blocks(rows)
     for table, blocks in tables.items():
         m = _comparisons(tables, table)
@@ -261,7 +256,7 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
             "",
         ]
         for factor, block in blocks:
-            out += [f"### {factor}", "", *_md(_table(table, factor, block)), ""]
+            out += [f"### {factor}", "", *markdown_table(_table(table, factor, block)), ""]
     for lines in (verdict_lines(rows), planning_lines(rows, info.margin)):
         if lines:
             out += [f"## {lines[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in lines[1:-1]]

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet5.core.errors import SweepFailed
 from lenet5.core.names import NUISANCE
-from lenet5.study.overrides import enumerable, overrides_of
+from lenet5.study.overrides import overrides_of
 
 
 def _norm(value) -> str:
@@ -58,7 +58,7 @@ def _swept(cfg: DictConfig) -> dict[str, tuple[list[str] | None, bool]]:
     command line winning."""
     out: dict[str, tuple[list[str] | None, bool]] = {}
     for key, (override, typed) in overrides_of(cfg).items():
-        if override.is_sweep_override() and not enumerable(override):
+        if override.is_interval_sweep():
             values = None  # a range a sweeper searches: no values to list
         elif override.is_sweep_override():
             values = [_norm(v) for v in override.sweep_string_iterator()]

@@ -55,11 +55,6 @@ def count_jobs(cfg: DictConfig) -> int | None:
     return None
 
 
-def enumerable(override: Any) -> bool:
-    """A sweep whose values can be listed (choice, range), unlike a continuous interval."""
-    return override.is_sweep_override() and not override.is_interval_sweep()
-
-
 def seed_sampler(cfg: DictConfig) -> int | None:
     """Seed a sweeper's sampler (Optuna's `hydra.sweeper.sampler.seed`) left unseeded from
     the sweep's identity, before the sweeper is made: the same command draws the same trials,

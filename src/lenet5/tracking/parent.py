@@ -150,24 +150,25 @@ def open_sweep(cfg: DictConfig, resume: bool = True) -> dict:
         max_results=1,
     )
     resumed = bool(resume and unfinished)
+    expected, searched = count_jobs(cfg), views.searched_of(cfg)
     if resumed:
         run_id, sweep_id = unfinished[0].info.run_id, unfinished[0].data.tags[names.SWEEP_ID]
         client.update_run(run_id, status="RUNNING")
         liveness.claim(client, run_id)
     else:
         sweep_id = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        run_id = _create_parent(client, exp_id, cfg, sweep_id, study, key)
+        run_id = _create_parent(client, exp_id, cfg, sweep_id, study, key, expected, searched)
     state = {
         "parent_run_id": run_id,
         "sweep_id": sweep_id,
         "study": study,
         "experiment_id": exp_id,
         "tracking_uri": cfg.mlflow.tracking_uri,
-        "expected": count_jobs(cfg),
+        "expected": expected,
         "resumed": resumed,
         # The saved view, written now and again at the end with its baseline run.
         "view_factors": views.factors_of(cfg),
-        "view_nuisance": list(dict.fromkeys([*grid(cfg), *views.searched_of(cfg)])),
+        "view_nuisance": list(dict.fromkeys([*grid(cfg), *searched])),
         "baseline": OmegaConf.to_container(cfg.study.baseline) or {},
     }
     if resumed:
@@ -179,7 +180,16 @@ def open_sweep(cfg: DictConfig, resume: bool = True) -> dict:
     return state
 
 
-def _create_parent(client, exp_id: str, cfg: DictConfig, sweep_id: str, study: str, key: str):
+def _create_parent(
+    client,
+    exp_id: str,
+    cfg: DictConfig,
+    sweep_id: str,
+    study: str,
+    key: str,
+    expected: int | None,
+    searched: list[str],
+):
     """A new parent run with the study's design as tags, its command line and study file as
     artifacts; its id."""
     tags = {
@@ -189,13 +199,11 @@ def _create_parent(client, exp_id: str, cfg: DictConfig, sweep_id: str, study: s
         names.STUDY: study,
         names.FACTORS: json.dumps(list(cfg.study.factors)),
         names.BASELINE: json.dumps(OmegaConf.to_container(cfg.study.baseline) or {}),
-        names.MARGIN: str(cfg.study.get("margin", 0.2)),
+        names.MARGIN: str(cfg.study.margin),
         **liveness.here(),
     }
-    searched = views.searched_of(cfg)
     if searched:
         tags[names.SEARCHED] = json.dumps(searched)
-    expected = count_jobs(cfg)
     if expected is not None:  # no tag where the sweeper cannot say: the report shows "?"
         tags[names.EXPECTED_RUNS] = str(expected)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=context_tags(tags))

@@ -188,19 +188,22 @@ def baseline_run(client, exp_id: str, sweep_id: str, baseline: dict) -> str | No
     return hits[0].info.run_id if hits else None
 
 
+def _swept_keys(cfg) -> list[str]:
+    """The keys the sweep varies (command line or study file), without Hydra's +/~."""
+    return [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
+
+
 def factors_of(cfg) -> list[str]:
     """The study's factors; for a sweep without a study, the design choices it sweeps."""
     if cfg.study.factors:
         return [str(f) for f in cfg.study.factors]
-    swept = [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
-    return list(dict.fromkeys(CHOICE_TAGS[k] for k in swept if k in CHOICE_TAGS))
+    return list(dict.fromkeys(CHOICE_TAGS[k] for k in _swept_keys(cfg) if k in CHOICE_TAGS))
 
 
 def searched_of(cfg) -> list[str]:
     """The config values a sweep varies beyond its design choices and seed (a learning rate
     Optuna searches, a batch size listed on the command line): columns of its view."""
-    swept = [k.lstrip("+~") for k, (o, _) in overrides_of(cfg).items() if o.is_sweep_override()]
-    return [k for k in swept if "." in k and "/" not in k and k not in CHOICE_TAGS]
+    return [k for k in _swept_keys(cfg) if "." in k and "/" not in k and k not in CHOICE_TAGS]
 
 
 def publish(client, state: dict, describe: bool = False, final: bool = False) -> str:
