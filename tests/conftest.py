@@ -16,6 +16,24 @@ FULL_MNIST_CANDIDATES = [
 ]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject's addopts) spreads the fast tier over the cores. A run that selects
+    slow or stress tests runs them one at a time: they start processes and services of their
+    own (parallel sweeps, Slurm, PostgreSQL, a browser) and their timeouts assume the machine
+    is theirs."""
+    expr = config.option.markexpr or ""
+    return None if "not slow" in expr and "not stress" in expr else 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An xdist worker shares the cores with the others: torch's threads default to all of them,
+    # and N workers x all cores oversubscribe. Set before any test module imports torch.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // workers))
+
+
 @pytest.fixture(autouse=True)
 def _process_state_restored():
     """Training in-process changes process-wide state: `threads=N` sets torch's thread count,
