@@ -654,3 +654,59 @@ def test_the_shipped_tuned_studies_expand_their_grid_with_the_arms_and_seeds(stu
     assert count_jobs(cfg) == arms * 3 * 3
     assert list(cfg.study.factors) == factors
     assert set(factors) <= set(CHOICE_TAGS.values())  # each factor is a tag the runs carry
+
+
+def test_the_report_flags_arms_still_learning_and_selections_at_a_grids_edge(
+    oat, uri, tmp_path, capsys
+):
+    """oat's curves rise 5, 4 and 3 points (seeds 0-2) over their last 2 epochs: every arm
+    is flagged at the setting reported; ReLU selected the bottom of its grid, max pooling the
+    top, the baseline the middle (not flagged). Both files carry the same lines."""
+    exp, _ = oat
+    assert report(uri, exp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    checks = text.split("Checks:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rising = "not converged, more epochs: its validation accuracy rose +4.00 points over its"
+    assert checks == [
+        f"  activation=relu at lr=0.0003: {rising} last 2 epochs (mean of 3 runs), more than "
+        "half the margin",
+        f"  pooling=max at lr=0.003: {rising} last 2 epochs (mean of 3 runs), more than half "
+        "the margin",
+        f"  baseline at lr=0.001: {rising} last 2 epochs (mean of 3 runs), more than half the "
+        "margin",
+        "  activation=relu: optimizer.lr=0.0003 selected, the bottom of its grid (0.0003, "
+        "0.001, 0.003): the best may lie below it; widen the grid",
+        "  pooling=max: optimizer.lr=0.003 selected, the top of its grid (0.0003, 0.001, "
+        "0.003): the best may lie above it; widen the grid",
+    ]
+    markdown = (tmp_path / "out/report.md").read_text()
+    assert "## Checks" in markdown
+    assert all(f"- {c.strip()}" in markdown for c in checks)
+
+
+def test_a_flat_curve_or_a_two_value_grid_is_not_flagged():
+    from lenet5.report.checks import at_edges, not_converged, rise
+    from lenet5.report.tuning import Selection
+
+    assert rise([[0.90, 0.95, 0.96], [0.90, 0.93, 0.98]]) == pytest.approx(0.07)
+    assert rise([[0.9, 0.95]]) is None  # too short to say
+    runs = [
+        Run(f"{a}{s}", "", "FINISHED", {"activation": a, "seed": str(s)}, 0.01)
+        for a in ("relu", "scaled_tanh")
+        for s in (0, 1)
+    ]
+    curves = {
+        "relu0": [0.97, 0.98, 0.99],  # +2 points
+        "relu1": [0.90, 0.95, 0.98],  # +8 points
+        "scaled_tanh0": [0.98, 0.9805, 0.9809],  # +0.09: under half the 0.2 margin
+        "scaled_tanh1": [0.98, 0.9805, 0.9809],
+    }
+    base = {"activation": "scaled_tanh"}
+    assert not_converged(runs, curves, ["activation"], base, margin=0.2) == [
+        "activation=relu: not converged, more epochs: its validation accuracy rose +5.00 "
+        "points over its last 2 epochs (mean of 2 runs), more than half the margin"
+    ]
+    assert not_converged(runs, curves, ["activation"], base, margin=12) == []
+    by = {setting("0.001"): (98.0, 2), setting("0.003"): (98.5, 2)}
+    two = {("relu",): Selection(("relu",), by, setting("0.003"))}
+    assert at_edges(two, ["activation"], base) == []  # two values: every choice is an edge

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
+from lenet5.report.checks import at_edges, not_converged
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.reading import (
     ReportError,
@@ -213,19 +214,25 @@ def log_files(client, info, files: list[Path]) -> tuple[int, str]:
 def plain_report(client, info, files: list[Path]) -> str:
     """Each factor's levels against the baseline (Welch), and the learning curves."""
     rows = summarize(info.children, info.factors, info.baseline)
-    files[0].write_text(render_markdown(info, rows))
+    cv = curves(client, info.children)
+    checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin)
+    files[0].write_text(render_markdown(info, rows, checks))
     write_csv(files[1], info, rows)
-    write_chart(files[2], info, rows, curves(client, info.children))
-    return render_text(info, rows)
+    write_chart(files[2], info, rows, cv)
+    return render_text(info, rows, checks)
 
 
 def tuned_report(client, info, files: list[Path]) -> str:
     """Selections, tuned and fixed-setting tables, factorial effects, learning curves."""
     sels, rows = tables(info.children, info.factors, info.baseline, info.margin)
-    files[0].write_text(render_tuned_markdown(info, sels, rows))
+    cv = curves(client, info.children)
+    settings = {cell: s.selected for cell, s in sels.items()}
+    checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin, settings)
+    checks += at_edges(sels, info.factors, info.baseline)
+    files[0].write_text(render_tuned_markdown(info, sels, rows, checks))
     write_tuned_csv(files[1], info, sels, rows)
-    write_tuned_chart(files[2], info, sels, rows, curves(client, info.children))
-    return render_tuned_text(info, sels, rows)
+    write_tuned_chart(files[2], info, sels, rows, cv)
+    return render_tuned_text(info, sels, rows, checks)
 
 
 def links(uri: str, exp, info) -> str:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from statistics import mean, stdev
 
 Group = list[tuple[str, float]]  # (seed, value) of each run in one arm
 
 
+@lru_cache(maxsize=4096)  # a study's levels and dfs repeat; the simulation asks millions of times
 def t_crit(level: float, df: float) -> float:
     """Student's t quantile that bounds a two-sided `level` interval with `df` degrees of
     freedom (0.95: the 0.975 quantile)."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
+from lenet5.report.checks import check_lines
 from lenet5.report.figure_tuned import blank_grid, simple_curves
 from lenet5.report.reading import ERROR_METRIC, SweepInfo
 from lenet5.report.stats import Row
@@ -164,7 +165,8 @@ def _trial_markdown(info: SweepInfo) -> list[str]:
     return [*out, "", best_line(table, info.searched), ""]
 
 
-def render_text(info: SweepInfo, rows: list[Row]) -> str:
+def render_text(info: SweepInfo, rows: list[Row], checks=()) -> str:
+    """The plain report as printed; `checks`: report.checks' lines (arms not converged)."""
     out = [*header_lines(info), ""]
     problems = _problem_lines(info)
     if problems:
@@ -178,12 +180,13 @@ def render_text(info: SweepInfo, rows: list[Row]) -> str:
     for section, section_tables in tables.items():
         out += [SECTIONS[section] + ", test error in %:", ""]
         out += aligned(section_tables)  # one set of widths per section: the factors line up
+    out += check_lines(list(checks))
     if not rows and not trial_lines:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_markdown(info: SweepInfo, rows: list[Row]) -> str:
+def render_markdown(info: SweepInfo, rows: list[Row], checks=()) -> str:
     out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
     out += [f"- {line}" for line in header_lines(info)] + [""]
     problems = _problem_lines(info)
@@ -205,6 +208,8 @@ def render_markdown(info: SweepInfo, rows: list[Row]) -> str:
                 cells[0] = f"**{cells[0]}**"
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    if checks:
+        out += ["## Checks", "", *(f"- {c}" for c in checks), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

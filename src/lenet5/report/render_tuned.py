@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
+from lenet5.report.checks import check_lines
 from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import SweepInfo
 from lenet5.report.render import _num, _problem_lines, aligned, header_lines, markdown_table
-from lenet5.report.tuning import Cell, Comparison, Selection
+from lenet5.report.tuning import Cell, Comparison, Selection, arm_name
 from lenet5.study.nuisance import short
 
 TITLES = {
@@ -50,11 +51,6 @@ def _title(table: str, sels) -> str:
     if table == "tuned" and not any(_keys(sels)):  # no grid (lenet5-report --tuned)
         return "Simple effects at the baseline (other factors at their baseline levels)"
     return TITLES[table]
-
-
-def arm_name(cell: Cell, factors: list[str], baseline: dict[str, str]) -> str:
-    off = [f"{f}={lvl}" for f, lvl in zip(factors, cell, strict=True) if lvl != baseline[f]]
-    return ", ".join(off) or "baseline"
 
 
 def _keys(sels: dict[Cell, Selection]) -> list[str]:
@@ -211,7 +207,9 @@ def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
     return [head, *out, ""] if out else []
 
 
-def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
+def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison], checks=()) -> str:
+    """The tuned report as printed; `checks`: report.checks' lines (not converged, at the
+    edge of a grid)."""
     out = [*header_lines(info), nuisance_line(sels), ""]
     problems = _problem_lines(info)
     if problems:
@@ -231,12 +229,13 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         out += aligned([_table(table, f, b) for f, b in blocks])
     out += verdict_lines(rows)
     out += planning_lines(rows, info.margin)
+    out += check_lines(list(checks))
     if not rows:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
+def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison], checks=()) -> str:
     out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
     out += [f"- {line}" for line in [*header_lines(info), nuisance_line(sels)]] + [""]
     problems = _problem_lines(info)
@@ -257,7 +256,11 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison]) -> str:
         ]
         for factor, block in blocks:
             out += [f"### {factor}", "", *markdown_table(_table(table, factor, block)), ""]
-    for lines in (verdict_lines(rows), planning_lines(rows, info.margin)):
+    for lines in (
+        verdict_lines(rows),
+        planning_lines(rows, info.margin),
+        check_lines(list(checks)),
+    ):
         if lines:
             out += [f"## {lines[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in lines[1:-1]]
             out.append("")

@@ -72,6 +72,12 @@ def cell_of(run: Run, factors: list[str]) -> Cell:
     return tuple(run.tags.get(f, "?") for f in factors)
 
 
+def arm_name(cell: Cell, factors: list[str], baseline: dict[str, str]) -> str:
+    """An arm as the report names it: its off-baseline levels, or "baseline"."""
+    off = [f"{f}={lvl}" for f, lvl in zip(factors, cell, strict=True) if lvl != baseline[f]]
+    return ", ".join(off) or "baseline"
+
+
 def arm_cell(factors: list[str], baseline: dict[str, str], factor: str, level: str) -> Cell:
     """The cell of a simple effect: `factor` at `level`, the others at the baseline."""
     return tuple(level if f == factor else baseline[f] for f in factors)

@@ -1,0 +1,224 @@
+"""The verdicts' error rates, by simulation: family-wise error with no true effect, power for a
+0.3-point effect, runs used by the adaptive seeds against fixed seeds of the same power, and
+the intervals' coverage.
+
+    .venv/bin/python benchmarks/error_rates.py [--studies 4000] [--seed 0]
+
+Simulated studies are shaped like the measured `one_at_a_time_tuned` on full MNIST
+(docs/studies.md): a baseline and 4 arms compared with it, the test error of each run normal
+around its arm's mean with the arm's seed spread (points: baseline 0.16; ReLU 1.25, max
+pooling 0.13, full C3 0.13, softmax head 0.15), independent between runs. Each study is
+decided as lenet5 decides it, with the project's own code: the fixed design by
+`report.inference` (paired t, Holm over the comparisons, `verdict` against the margin), the
+adaptive one by `report.sequential` (seeds 3 to 20, alpha spent over the looks). Prints a
+table and writes benchmarks/results/error_rates.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lenet5.report.inference import adjust, contrast, verdict  # noqa: E402
+from lenet5.report.sequential import HOPE, decide, schedule  # noqa: E402
+
+BASE_SD = 0.16
+ARMS = {  # name: (measured effect, seed spread), points of test error
+    "relu": (3.79, 1.25),
+    "max_pool": (-0.10, 0.13),
+    "full_c3": (0.14, 0.13),
+    "softmax": (0.16, 0.15),
+}
+MARGIN = 0.2  # study.margin's default
+LEAST, MOST = 3, 20  # study.seeds: {min: 3, max: 20}
+ALPHA = 0.05
+
+
+def scenarios() -> dict[str, list[tuple[float, float]]]:
+    sds = [sd for _, sd in ARMS.values()]
+    return {
+        "no effect": [(0.0, sd) for sd in sds],
+        "0.3-point effect": [(0.3, sds[3]), (0.0, sds[1]), (0.0, sds[2]), (0.0, sds[0])],
+        "measured effects": list(ARMS.values()),
+    }
+
+
+def draw(rng: random.Random, arms: list[tuple[float, float]], n: int) -> list[list[float]]:
+    """Per-seed differences (arm minus baseline) for n seeds of each arm."""
+    base = [rng.gauss(0.0, BASE_SD) for _ in range(n)]
+    return [[rng.gauss(mu, sd) - b for b in base] for mu, sd in arms]
+
+
+def wrong(v: str, mu: float) -> bool:
+    """A verdict the truth contradicts: a difference where there is none, or equivalence
+    where the difference reaches the margin, or the wrong sign."""
+    if v == "worse":
+        return mu <= 0
+    if v == "better":
+        return mu >= 0
+    if v == "equivalent":
+        return abs(mu) >= MARGIN
+    return False
+
+
+def fixed_study(diffs: list[list[float]], n: int):
+    """The fixed design's contrasts (Holm-adjusted) and verdicts on the first n seeds."""
+    groups = [[(str(s), d[s]) for s in range(n)] for d in diffs]
+    zero = [(str(s), 0.0) for s in range(n)]
+    cs = adjust([contrast([g, zero], [1, -1]) for g in groups], ALPHA)
+    return cs, [verdict(c, MARGIN) for c in cs]
+
+
+def naive_study(diffs: list[list[float]], looks: list[int]) -> list[str]:
+    """Looking at every round with the fixed design's intervals (Holm at 95%), stopping a
+    comparison when it has a verdict: what the sequential levels prevent."""
+    out = ["too wide to conclude"] * len(diffs)
+    open_ = set(range(len(diffs)))
+    for n in looks:
+        _, vs = fixed_study(diffs, n)
+        for j in list(open_):
+            if vs[j] != "too wide to conclude":
+                out[j] = vs[j]
+                open_.discard(j)
+    return out
+
+
+def covers(c, mu: float) -> bool:
+    return c is not None and c.low is not None and c.low <= mu <= c.high
+
+
+def right(v: str, mu: float) -> bool:
+    """A verdict reached, and the truth agrees with it."""
+    return v in ("worse", "better", "equivalent") and not wrong(v, mu)
+
+
+def designs(diffs: list[list[float]], looks: list[int], fixed_ns: list[int]):
+    """(design, verdicts, runs, intervals) of one simulated study under each design."""
+    for name, hope in (("adaptive", HOPE), ("adaptive, never giving up", None)):
+        outs = decide(diffs, looks, MARGIN, ALPHA, hope=hope)
+        runs = max(o.n for o in outs) + sum(o.n for o in outs)  # the baseline, then each arm
+        yield name, [o.verdict for o in outs], runs, [o.contrast for o in outs]
+    yield "naive sequential", naive_study(diffs, looks), None, None
+    for n in fixed_ns:
+        cs, vs = fixed_study(diffs, n)
+        yield f"fixed, {n} seeds", vs, (len(diffs) + 1) * n, cs
+
+
+def simulate(arms: list[tuple[float, float]], studies: int, seed: int, fixed_ns: list[int]):
+    """Per design: the share of studies with a wrong verdict, with the first arm's verdict
+    right (its power), with every interval covering; mean runs and right verdicts."""
+    rng = random.Random(seed)
+    looks = schedule(LEAST, MOST)
+    mus = [mu for mu, _ in arms]
+    tally: dict[str, dict[str, float]] = {}
+    for _ in range(studies):
+        diffs = draw(rng, arms, MOST)
+        for name, vs, runs, cs in designs(diffs, looks, fixed_ns):
+            t = tally.setdefault(
+                name, dict.fromkeys(("wrong", "power", "right", "runs", "cover"), 0)
+            )
+            t["wrong"] += any(wrong(v, mu) for v, mu in zip(vs, mus, strict=True))
+            t["power"] += right(vs[0], mus[0])
+            t["right"] += sum(right(v, mu) for v, mu in zip(vs, mus, strict=True))
+            t["runs"] += runs or 0
+            t["cover"] += cs is not None and all(
+                covers(c, mu) for c, mu in zip(cs, mus, strict=True)
+            )
+    return {name: {k: v / studies for k, v in t.items()} for name, t in tally.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--studies", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    args = p.parse_args()
+    fixed_ns = list(range(3, MOST + 1))
+    started = time.perf_counter()
+    results = {
+        name: simulate(arms, args.studies, args.seed, fixed_ns)
+        for name, arms in scenarios().items()
+    }
+    elapsed = time.perf_counter() - started
+    lines = render(results, args.studies, elapsed, args.seed)
+    print("\n".join(lines))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error_rates.md").write_text("\n".join(lines) + "\n")
+    meta = {"studies": args.studies, "seed": args.seed, "looks": schedule(LEAST, MOST)}
+    (out / "error_rates.json").write_text(
+        json.dumps({**meta, "scenarios": results}, indent=1) + "\n"
+    )
+
+
+SHOWN = (3, 5, 8, 10, 12, 16, 20)  # fixed designs always in the table
+
+
+def render(results: dict, studies: int, elapsed: float, seed: int) -> list[str]:
+    looks = schedule(LEAST, MOST)
+    cmd = "python benchmarks/error_rates.py"
+    cmd += f" --studies {studies}" if studies != 4000 else ""
+    cmd += f" --seed {seed}" if seed else ""
+    lines = [
+        "# Error rates of the verdicts, by simulation",
+        "",
+        f"Command: `{cmd}` ({studies:,} simulated studies per scenario, {elapsed:.0f} s).",
+        "",
+        f"Each study: a baseline and 4 arms, seed spreads as measured (points: baseline {BASE_SD},",
+        "arms " + ", ".join(f"{k} {sd}" for k, (_, sd) in ARMS.items()) + f"); margin {MARGIN};",
+        f"alpha {ALPHA}. Adaptive: `report.sequential`, looks at {looks} seeds",
+        f"(study.seeds min {LEAST}, max {MOST}). Fixed: n seeds for every arm, Holm over the 4",
+        "comparisons (lenet5-report's intervals). Naive: the fixed design's intervals looked at",
+        "after each of the same rounds, each comparison stopped at its first verdict.",
+        "",
+        "Columns: runs per study (mean); studies with any wrong verdict (a difference where there",
+        "is none or of the wrong sign, equivalence where the difference reaches the margin); the",
+        "first arm's verdict right (its power: `worse` for an effect, `equivalent` for none); right",
+        "verdicts per study (of 4); studies whose every interval covers its true difference.",
+        "",
+    ]
+    for name, r in results.items():
+        a = r["adaptive"]
+        lines += [f"## {name}", ""]
+        lines += ["| design | runs | any wrong | first arm right | right verdicts | all cover |"]
+        lines += ["|---|---:|---:|---:|---:|---:|"]
+        same = next(
+            (n for n in range(LEAST, MOST + 1) if r[f"fixed, {n} seeds"]["power"] >= a["power"]),
+            None,
+        )
+        for design, t in r.items():
+            n = int(design.split()[1]) if design.startswith("fixed") else None
+            if n is not None and n not in SHOWN and n != same:
+                continue
+            runs = f"{t['runs']:.1f}" if t["runs"] else "-"
+            cover = f"{t['cover']:.1%}" if not design.startswith("naive") else "-"
+            lines.append(
+                f"| {design} | {runs} | {t['wrong']:.2%} | {t['power']:.1%} | "
+                f"{t['right']:.2f} | {cover} |"
+            )
+        lines.append("")
+        if a["power"] < 0.5:
+            pass  # no power to match: the first arm's verdict is rarely reachable here
+        elif same is None:
+            lines.append("No fixed number of seeds up to the maximum reaches the adaptive power.")
+        else:
+            fixed = r[f"fixed, {same} seeds"]["runs"]
+            saved = 1 - a["runs"] / fixed
+            lines.append(
+                f"The fewest fixed seeds with at least the adaptive design's power for the first "
+                f"arm: {same} ({fixed:.0f} runs); the adaptive design uses {abs(saved):.0%} "
+                f"{'fewer' if saved >= 0 else 'more'} runs."
+            )
+        lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
