@@ -23,7 +23,14 @@ from services import free_port, mlflow_server, need
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's
 LENET5_TRAIN = str(Path(sys.executable).with_name("lenet5-train"))
-SWEEP = ["experiment=paper_vs_modern", "data=mnist_subset", "trainer.max_epochs=1"]
+# study.margin=100: any difference is smaller than that, so the report's verdict is
+# "equivalent" (issue 24's check of the words and of the HTML report).
+SWEEP = [
+    "experiment=paper_vs_modern",
+    "data=mnist_subset",
+    "trainer.max_epochs=1",
+    "study.margin=100",
+]
 RUNS = 10  # paper and modern x 5 seeds
 
 
@@ -136,7 +143,40 @@ def test_a_sweep_opens_as_a_comparison_in_a_real_browser(tmp_path):
         image.wait_for()
         assert page.evaluate("(img) => img.naturalWidth", image.element_handle()) > 200
         shoot(page, tmp_path, "run_artifacts.png")
+        # The HTML report: one file, opened from disk, with its figure and its verdict.
+        html = html_report(tmp_path, env)
+        page.goto(html.as_uri())
+        page.wait_for_selector("table")
+        assert re.search(r"=modern: equivalent, ", page.inner_text("body"))
+        figure = page.locator("img").first
+        assert page.evaluate("(img) => img.naturalWidth", figure.element_handle()) > 200
+        assert page.locator("a[href*='/#/experiments/']").count() == 2
+        shoot(page, tmp_path, "report_html.png")
         chromium.close()
+
+
+def html_report(tmp_path: Path, env: dict) -> Path:
+    """`lenet5-report --study paper_vs_modern --html` on the sweep's store: report.html."""
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("lenet5-report")),
+            "--study",
+            "paper_vs_modern",
+            "--html",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "equivalent" in proc.stdout, proc.stdout[-3000:]
+    return out / "report.html"
 
 
 def _close_assistant(page) -> None:

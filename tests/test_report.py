@@ -238,6 +238,34 @@ def test_files_written_and_logged_to_parent_without_changing_it(client, uri, exp
     assert after.data.tags == before.data.tags and after.data.metrics == before.data.metrics
 
 
+def test_html_is_one_self_contained_file_logged_with_the_others(client, uri, exp, tmp_path):
+    """--html: the tables, the figure as a data URI (the same PNG), links only into the
+    MLflow UI, the study's recorded config; nothing else referenced, logged to the parent."""
+    import base64
+    import re
+
+    pid = make_sweep(client, exp, "oat-html", "one_at_a_time", one_at_a_time_jobs())
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / "overrides.yaml").write_text("- data=mnist_subset\n- seed=0,1,2\n")
+    client.log_artifact(pid, str(recorded / "overrides.yaml"))
+    out = tmp_path / "out"
+    assert report(uri, exp, out, "--sweep-id", "oat-html", "--html") == 0
+    page = (out / "report.html").read_text()
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(refs) == 3 and "<script" not in page and "<link" not in page
+    assert refs[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(refs[0].split(",", 1)[1]) == (out / "report.png").read_bytes()
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    assert refs[1].startswith(f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?")
+    assert refs[2].startswith(f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{pid}?")
+    markdown = (out / "report.md").read_text()
+    assert page.count("<table>") == markdown.count("\n| --- ") > 0
+    assert "<h3>overrides.yaml</h3>" in page and "- seed=0,1,2" in page
+    logged = {f.path for f in client.list_artifacts(pid, "report")}
+    assert "report/report.html" in logged
+
+
 def test_study_picks_latest_sweep_and_unknown_id_exits_2(client, uri, exp, tmp_path, capsys):
     jobs = one_at_a_time_jobs(seeds=(0,))
     make_sweep(client, exp, "old", "one_at_a_time", jobs)

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
-from lenet5.report.checks import at_edges, not_converged
+from lenet5.report.checks import at_edges, check_lines, not_converged
 from lenet5.report.figure_tuned import write_tuned_chart
+from lenet5.report.html import page
 from lenet5.report.reading import (
     ReportError,
     collect,
@@ -37,9 +39,15 @@ from lenet5.report.reading import (
     watch,
 )
 from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
-from lenet5.report.render_tuned import render_tuned_markdown, render_tuned_text, write_tuned_csv
+from lenet5.report.render_tuned import (
+    plain_verdict_lines,
+    planning_lines,
+    render_tuned_markdown,
+    render_tuned_text,
+    write_tuned_csv,
+)
 from lenet5.report.stats import summarize
-from lenet5.report.tuning import has_nuisance, tables
+from lenet5.report.tuning import has_nuisance, simple_tables, tables
 from lenet5.tracking import views
 from lenet5.tracking.liveness import STALE_AFTER_S, reap, stale_runs
 
@@ -65,6 +73,12 @@ def _output_args(p: argparse.ArgumentParser) -> None:
         "--no-log",
         action="store_true",
         help="do not log the report files as artifacts of the sweep's parent run",
+    )
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write report.html: one self-contained file (figure embedded, links into "
+        "the MLflow UI, the study's config) to open offline or send",
     )
 
 
@@ -148,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return refused(e)
     out = args.out or PROJECT_ROOT / "mlruns" / "reports" / info.sweep_id.replace(os.sep, "_")
     files, text = write_report(client, info, out, args.tuned)
+    if args.html:
+        files.append(write_html(client, exp, info, out))
     # Files and artifacts before printing, so a closed pipe (| head) cannot skip them.
     status, logged = (0, "") if args.no_log else log_files(client, info, files)
     print(text)
@@ -216,10 +232,17 @@ def plain_report(client, info, files: list[Path]) -> str:
     rows = summarize(info.children, info.factors, info.baseline)
     cv = curves(client, info.children)
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin)
-    files[0].write_text(render_markdown(info, rows, checks))
+    _, simple = simple_tables(info.children, info.factors, info.baseline, info.margin)
+    simple = [replace(r, table="simple") for r in simple if r.table == "tuned"]
+    tail = [
+        plain_verdict_lines(simple, info.margin),
+        planning_lines(simple, info.margin),
+        check_lines(checks),
+    ]
+    files[0].write_text(render_markdown(info, rows, tail))
     write_csv(files[1], info, rows)
     write_chart(files[2], info, rows, cv)
-    return render_text(info, rows, checks)
+    return render_text(info, rows, tail)
 
 
 def tuned_report(client, info, files: list[Path]) -> str:
@@ -233,6 +256,50 @@ def tuned_report(client, info, files: list[Path]) -> str:
     write_tuned_csv(files[1], info, sels, rows)
     write_tuned_chart(files[2], info, sels, rows, cv)
     return render_tuned_text(info, sels, rows, checks)
+
+
+RECORDED = ("study", "sweep_params.yaml", "overrides.yaml")  # what parent.open_sweep logs
+
+
+def recorded_config(client, run_id: str) -> list[tuple[str, str]]:
+    """The study file, the sweep's parameters and its command-line overrides, as the parent
+    run recorded them: (artifact path, text)."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for entry in retry(client.list_artifacts, run_id):
+            if entry.path not in RECORDED:
+                continue
+            local = Path(retry(client.download_artifacts, run_id, entry.path, tmp))
+            for f in sorted(local.rglob("*")) if local.is_dir() else [local]:
+                if f.is_file():
+                    out.append((f"{f.relative_to(tmp)}", f.read_text(errors="replace")))
+    return out
+
+
+def write_html(client, exp, info, out: Path) -> Path:
+    """report.html beside the other files, from report.md and report.png."""
+    base = views.ui_base(info.tracking_uri)
+    key = views.view_key(info.sweep_id)
+    saved = views.TAG_PREFIX + key in (exp.tags or {})
+    ui = [
+        (
+            "the sweep's runs" + (" (its saved view)" if saved else ""),
+            views.runs_link(base, exp.experiment_id, key if saved else None),
+        ),
+        ("the sweep's parent run", views.run_link(base, exp.experiment_id, info.parent_run_id)),
+    ]
+    figure = out / "report.png"
+    path = out / "report.html"
+    path.write_text(
+        page(
+            f"lenet5 report: {info.study} ({info.sweep_id})",
+            (out / "report.md").read_text(),
+            figure.read_bytes() if figure.is_file() else None,
+            ui,
+            recorded_config(client, info.parent_run_id),
+        )
+    )
+    return path
 
 
 def links(uri: str, exp, info) -> str:

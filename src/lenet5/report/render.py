@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
-from lenet5.report.checks import check_lines
 from lenet5.report.figure_tuned import blank_grid, simple_curves
 from lenet5.report.reading import ERROR_METRIC, SweepInfo
 from lenet5.report.stats import Row
@@ -165,8 +164,20 @@ def _trial_markdown(info: SweepInfo) -> list[str]:
     return [*out, "", best_line(table, info.searched), ""]
 
 
-def render_text(info: SweepInfo, rows: list[Row], checks=()) -> str:
-    """The plain report as printed; `checks`: report.checks' lines (arms not converged)."""
+def tail_markdown(blocks) -> list[str]:
+    """Line blocks (a title line ending in ':', indented items, a blank line) as Markdown
+    sections: the verdicts, the planning, the checks."""
+    out = []
+    for lines in blocks:
+        if lines:
+            out += [f"## {lines[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in lines[1:-1]]
+            out.append("")
+    return out
+
+
+def render_text(info: SweepInfo, rows: list[Row], tail=()) -> str:
+    """The plain report as printed; `tail`: line blocks after the tables (verdicts,
+    planning, checks)."""
     out = [*header_lines(info), ""]
     problems = _problem_lines(info)
     if problems:
@@ -180,13 +191,14 @@ def render_text(info: SweepInfo, rows: list[Row], checks=()) -> str:
     for section, section_tables in tables.items():
         out += [SECTIONS[section] + ", test error in %:", ""]
         out += aligned(section_tables)  # one set of widths per section: the factors line up
-    out += check_lines(list(checks))
+    for block in tail:
+        out += block
     if not rows and not trial_lines:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_markdown(info: SweepInfo, rows: list[Row], checks=()) -> str:
+def render_markdown(info: SweepInfo, rows: list[Row], tail=()) -> str:
     out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
     out += [f"- {line}" for line in header_lines(info)] + [""]
     problems = _problem_lines(info)
@@ -208,8 +220,7 @@ def render_markdown(info: SweepInfo, rows: list[Row], checks=()) -> str:
                 cells[0] = f"**{cells[0]}**"
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-    if checks:
-        out += ["## Checks", "", *(f"- {c}" for c in checks), ""]
+    out += tail_markdown(tail)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -12,7 +12,14 @@ from lenet5.core import names
 from lenet5.report.checks import check_lines
 from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import SweepInfo
-from lenet5.report.render import _num, _problem_lines, aligned, header_lines, markdown_table
+from lenet5.report.render import (
+    _num,
+    _problem_lines,
+    aligned,
+    header_lines,
+    markdown_table,
+    tail_markdown,
+)
 from lenet5.report.tuning import Cell, Comparison, Selection, arm_name
 from lenet5.study.nuisance import short
 
@@ -187,6 +194,24 @@ def verdict_lines(rows: list[Comparison]) -> list[str]:
     )
 
 
+def plain_verdict_lines(rows: list[Comparison], margin: float) -> list[str]:
+    """The plain report's verdicts: each level against the baseline (the simple effects),
+    paired by seed where the seeds match, Holm over them, read against the margin."""
+    out = []
+    for r in rows:
+        if r.is_baseline:
+            continue
+        diff, ci, level, test = _ci(r)
+        out.append(f"  {r.factor}={r.level}: {r.verdict}, {diff} {ci} ({level}, {test})")
+    m = len(out)
+    head = (
+        f"Verdicts against a margin of {margin:g} points (each level vs the baseline; intervals "
+        f"Holm-adjusted over the {m} comparison{'s' * (m != 1)}; equivalent = inside "
+        f"+/-{margin:g}, worse / better = excludes 0 and reaches past it):"
+    )
+    return [head, *out, ""] if out else []
+
+
 def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
     """For each comparison still too wide to conclude: the seeds that would resolve it."""
     out = []
@@ -256,14 +281,9 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison], checks=
         ]
         for factor, block in blocks:
             out += [f"### {factor}", "", *markdown_table(_table(table, factor, block)), ""]
-    for lines in (
-        verdict_lines(rows),
-        planning_lines(rows, info.margin),
-        check_lines(list(checks)),
-    ):
-        if lines:
-            out += [f"## {lines[0].rstrip(':')}", ""] + [f"- {v.strip()}" for v in lines[1:-1]]
-            out.append("")
+    out += tail_markdown(
+        [verdict_lines(rows), planning_lines(rows, info.margin), check_lines(list(checks))]
+    )
     return "\n".join(out).rstrip() + "\n"
 
 
