@@ -67,6 +67,39 @@ def test_run_is_recorded_with_params_tags_metrics_and_artifacts(quick, store, cl
     assert "seed=3" in overrides
 
 
+def test_every_run_records_its_test_predictions_and_its_training_flops(quick, new_store, tmp_path):
+    """predictions/test.csv: every test digit in order, its true and predicted class, right
+    or not (their mean is the test accuracy); FLOPs per sample from torch's counter, between
+    2x and 4x the forward pass's multiply-adds counted by hand, times the 1,024 samples of
+    the run's one step. The paper's sparse C3 is computed as a dense kernel: same cost as
+    full C3."""
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    records = {}
+    for name, extra in (("paper", []), ("full", ["model/connectivity=full"])):
+        store = new_store(tmp_path / name)
+        error = run([*quick, *store, *extra])
+        client = MlflowClient(tracking_uri=store[0].split("=", 1)[1])
+        rec = only_run(client)
+        local = client.download_artifacts(rec.info.run_id, "predictions/test.csv", str(tmp_path))
+        with open(local) as f:
+            rows = list(csv.DictReader(f))
+        records[name] = rec.data.metrics
+        assert [int(r["index"]) for r in rows] == list(range(1_000))  # the subset's test digits
+        assert {int(r["target"]) for r in rows} == set(range(10))
+        assert all(r["correct"] == str(int(r["target"] == r["predicted"])) for r in rows)
+        right = sum(int(r["correct"]) for r in rows) / len(rows)
+        assert right == pytest.approx(1 - error, abs=1e-6)
+    per = records["paper"]["flops_per_sample"]
+    # Forward multiply-adds x 2: C1 28x28x6x25, C3 10x10x16x150 (dense), C5 120x400, F6 84x120.
+    forward = 2 * (28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 120 * 400 + 84 * 120)
+    assert 2 * forward < per < 4 * forward
+    assert records["paper"]["final/train_flops"] == per * 1_024
+    assert records["full"]["flops_per_sample"] == per
+
+
 def test_run_carries_what_the_ui_shows(quick, store, client):
     """Short params per design choice, final metrics once at step 0 (rounded), MLflow's own
     context tags, a dirty-tree flag, dataset inputs, a description, a colour, the pictures

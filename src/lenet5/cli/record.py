@@ -1,6 +1,7 @@
 """What a run records once it is tested: its final metrics (once, at step 0), the data as
-dataset inputs, its pictures and its best network as an MLflow model (`lenet5-predict` reads
-it), each switchable in `mlflow` of the config (`mlflow.pictures`, `mlflow.log_model`)."""
+dataset inputs, its training cost in FLOPs, its per-example test predictions, its pictures
+and its best network as an MLflow model (`lenet5-predict` reads it); pictures and model are
+switchable in `mlflow` of the config (`mlflow.pictures`, `mlflow.log_model`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from lenet5.core.names import MODEL_NAME, VAL_ACC
+from lenet5.core.names import FINAL_TRAIN_FLOPS, FLOPS_PER_SAMPLE, MODEL_NAME, VAL_ACC
 from lenet5.tracking import runinfo
 
 log = logging.getLogger("lenet5")
@@ -41,6 +42,10 @@ def record(run, cfg: DictConfig, trainer, module, datamodule, result: dict) -> d
         data = info.data.tags.get("data", "data")
         runinfo.log_datasets(run.client, run.run_id, datamodule, data, str(source))
     spent["final+datasets"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log_cost(run.client, run.run_id, module, datamodule)
+    log_predictions(run.client, run.run_id, module)
+    spent["cost+predictions"] = time.perf_counter() - t
     if cfg.mlflow.get("pictures", True):
         t = time.perf_counter()
         log_pictures(run.client, run.run_id, module, info.info.run_name)
@@ -51,6 +56,39 @@ def record(run, cfg: DictConfig, trainer, module, datamodule, result: dict) -> d
         spent["model"] = time.perf_counter() - t
     log.info("recorded: %s", ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()))
     return spent
+
+
+def log_cost(client, run_id: str, module, datamodule) -> tuple[int, int]:
+    """The training cost as metrics: FLOPs per sample (torch's counter, on 2 test images)
+    and times the samples trained on. Returns both."""
+    from mlflow.entities import Metric
+
+    from lenet5.training.flops import flops_per_sample
+
+    device = next(module.model.parameters()).device
+    x, y = next(iter(datamodule.test_dataloader()))
+    per = flops_per_sample(module.model, module.loss, x[:2].to(device), y[:2].to(device))
+    total = per * module.samples_trained
+    now = int(time.time() * 1000)
+    metrics = [Metric(FLOPS_PER_SAMPLE, per, now, 0), Metric(FINAL_TRAIN_FLOPS, total, now, 0)]
+    client.log_batch(run_id, metrics=metrics)
+    return per, total
+
+
+def log_predictions(client, run_id: str, module) -> str:
+    """Every test example's true and predicted class, in the test set's order, as
+    predictions/test.csv (index,target,predicted,correct): the per-example evidence."""
+    import torch
+
+    predicted, target = torch.cat(module.predicted), torch.cat(module.targets)
+    rows = zip(target.tolist(), predicted.tolist(), strict=True)
+    lines = ["index,target,predicted,correct"]
+    lines += [f"{i},{t},{p},{int(t == p)}" for i, (t, p) in enumerate(rows)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "test.csv")
+        path.write_text("\n".join(lines) + "\n")
+        client.log_artifact(run_id, str(path), "predictions")
+    return "predictions/test.csv"
 
 
 def log_pictures(client, run_id: str, module, name: str) -> list[str]:

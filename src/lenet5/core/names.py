@@ -42,6 +42,8 @@ FINAL_TEST_ERROR, FINAL_TEST_ACC, FINAL_VAL_ACC = (
     "final/test_acc",
     "final/val_acc",
 )
+# The run's training cost: forward+backward FLOPs per sample, and times the samples trained on.
+FLOPS_PER_SAMPLE, FINAL_TRAIN_FLOPS = "flops_per_sample", "final/train_flops"
 N_PARAMS = "n_params"
 CHILDREN_FINISHED, CHILDREN_FAILED, CHILDREN_MISSING = (
     "children_finished",

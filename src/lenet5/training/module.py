@@ -66,6 +66,12 @@ class LeNet5Module(pl.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.confusion: torch.Tensor | None = None  # (true, predicted) counts
         self.misclassified: list[tuple[torch.Tensor, int, int]] = []
+        # Per test example, in the test set's order: the class predicted and the true one
+        # (the run's predictions/ artifact, the report's per-example evidence).
+        self.predicted: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.samples_seen = 0  # training samples, over every epoch (kept in checkpoints)
+        self.samples_trained = 0  # samples_seen when fit ended (testing the best reloads it)
         self.plain_updates = False  # set per fit in on_train_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +122,7 @@ class LeNet5Module(pl.LightningModule):
         if self.automatic_optimization:
             loss = self.loss(self.model(x), y)
             self.log(TRAIN_LOSS, loss, prog_bar=True)
+            self.samples_seen += len(y)
             return loss
         optimizer = self.optimizers()
         if self.plain_updates:
@@ -143,7 +150,11 @@ class LeNet5Module(pl.LightningModule):
             seen += len(yb)
         if seen:
             self.log(TRAIN_LOSS, total / seen, prog_bar=True, batch_size=seen)
+        self.samples_seen += seen
         return None
+
+    def on_train_end(self) -> None:
+        self.samples_trained = self.samples_seen
 
     def on_train_epoch_end(self):
         scheduler = self.lr_schedulers()
@@ -164,9 +175,11 @@ class LeNet5Module(pl.LightningModule):
         self.test_acc.update(scores, y)
         self.test_class_acc.update(scores, y)
         self.test_confusion.update(scores, y)
+        predicted = scores.argmax(1)
+        self.predicted.append(predicted.to(torch.uint8).cpu())
+        self.targets.append(y.to(torch.uint8).cpu())
         room = KEEP_MISCLASSIFIED - len(self.misclassified)
         if room > 0:
-            predicted = scores.argmax(1)
             wrong = (predicted != y).nonzero().flatten()[:room].tolist()
             self.misclassified += [(x[i].cpu(), int(predicted[i]), int(y[i])) for i in wrong]
 
@@ -182,7 +195,13 @@ class LeNet5Module(pl.LightningModule):
         self.test_confusion.reset()
 
     def on_test_epoch_start(self):
-        self.misclassified = []
+        self.misclassified, self.predicted, self.targets = [], [], []
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lenet5_samples_seen"] = self.samples_seen  # a resumed run counts on
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.samples_seen = checkpoint.get("lenet5_samples_seen", 0)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
