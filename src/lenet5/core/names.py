@@ -20,6 +20,7 @@ SUPERSEDED = "lenet5.superseded"  # "true": an earlier attempt a relaunch re-ran
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a trial under its sweep
 
 # --- run tags: one run ------------------------------------------------------------------
+ADAPTIVE = "lenet5.adaptive"  # JSON {looks, alpha} of a sweep run with adaptive seeds
 CONFIG_HASH = "lenet5.config_hash"  # identity of what a run computes
 CHECKPOINT_DIR = "lenet5.checkpoint_dir"  # the local folder of a remote-artifact run
 GIT_DIRTY = "lenet5.git_dirty"  # uncommitted changes to tracked files where it ran

@@ -46,6 +46,7 @@ from lenet5.report.render_tuned import (
     render_tuned_text,
     write_tuned_csv,
 )
+from lenet5.report.sequential import verdict_lines as sequential_lines
 from lenet5.report.stats import summarize
 from lenet5.report.tuning import has_nuisance, simple_tables, tables
 from lenet5.tracking import views
@@ -235,6 +236,7 @@ def plain_report(client, info, files: list[Path]) -> str:
     _, simple = simple_tables(info.children, info.factors, info.baseline, info.margin)
     simple = [replace(r, table="simple") for r in simple if r.table == "tuned"]
     tail = [
+        adaptive_lines(info),
         plain_verdict_lines(simple, info.margin),
         planning_lines(simple, info.margin),
         check_lines(checks),
@@ -252,10 +254,11 @@ def tuned_report(client, info, files: list[Path]) -> str:
     settings = {cell: s.selected for cell, s in sels.items()}
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin, settings)
     checks += at_edges(sels, info.factors, info.baseline)
-    files[0].write_text(render_tuned_markdown(info, sels, rows, checks))
+    tail = [adaptive_lines(info), check_lines(checks)]
+    files[0].write_text(render_tuned_markdown(info, sels, rows, tail))
     write_tuned_csv(files[1], info, sels, rows)
     write_tuned_chart(files[2], info, sels, rows, cv)
-    return render_tuned_text(info, sels, rows, checks)
+    return render_tuned_text(info, sels, rows, tail)
 
 
 RECORDED = ("study", "sweep_params.yaml", "overrides.yaml")  # what parent.open_sweep logs
@@ -300,6 +303,16 @@ def write_html(client, exp, info, out: Path) -> Path:
         )
     )
     return path
+
+
+def adaptive_lines(info) -> list[str]:
+    """A sweep run with adaptive seeds: its verdicts as the sweeper reached them."""
+    if not info.adaptive:
+        return []
+    a = info.adaptive
+    return sequential_lines(
+        info.children, info.factors, info.baseline, a["looks"], info.margin, a["alpha"], a["hope"]
+    )
 
 
 def links(uri: str, exp, info) -> str:

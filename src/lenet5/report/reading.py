@@ -43,6 +43,7 @@ class SweepInfo:
     counts: Counts
     searched: list[str] = field(default_factory=list)  # config values the sweep varies
     margin: float = DEFAULT_MARGIN  # study.margin: the smallest difference that matters
+    adaptive: dict | None = None  # {looks, alpha} where the sweep ran with adaptive seeds
 
 
 def _locked(e: BaseException | None) -> bool:
@@ -197,6 +198,9 @@ def collect(client, exp, parent, uri: str) -> SweepInfo:
         counts=counts(children, expected),
         searched=searched,
         margin=float(parent.data.tags.get(names.MARGIN, DEFAULT_MARGIN)),
+        adaptive=json.loads(parent.data.tags[names.ADAPTIVE])
+        if names.ADAPTIVE in parent.data.tags
+        else None,
     )
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
-from lenet5.report.checks import check_lines
 from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import SweepInfo
 from lenet5.report.render import (
@@ -232,9 +231,9 @@ def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
     return [head, *out, ""] if out else []
 
 
-def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison], checks=()) -> str:
-    """The tuned report as printed; `checks`: report.checks' lines (not converged, at the
-    edge of a grid)."""
+def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison], tail=()) -> str:
+    """The tuned report as printed; `tail`: line blocks after the planning (the adaptive
+    seeds' verdicts, the checks)."""
     out = [*header_lines(info), nuisance_line(sels), ""]
     problems = _problem_lines(info)
     if problems:
@@ -254,13 +253,14 @@ def render_tuned_text(info: SweepInfo, sels, rows: list[Comparison], checks=()) 
         out += aligned([_table(table, f, b) for f, b in blocks])
     out += verdict_lines(rows)
     out += planning_lines(rows, info.margin)
-    out += check_lines(list(checks))
+    for block in tail:
+        out += block
     if not rows:
         out.append("no runs to compare yet")
     return "\n".join(out).rstrip() + "\n"
 
 
-def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison], checks=()) -> str:
+def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison], tail=()) -> str:
     out = [f"# Sweep report: {info.study} ({info.sweep_id})", ""]
     out += [f"- {line}" for line in [*header_lines(info), nuisance_line(sels)]] + [""]
     problems = _problem_lines(info)
@@ -281,9 +281,7 @@ def render_tuned_markdown(info: SweepInfo, sels, rows: list[Comparison], checks=
         ]
         for factor, block in blocks:
             out += [f"### {factor}", "", *markdown_table(_table(table, factor, block)), ""]
-    out += tail_markdown(
-        [verdict_lines(rows), planning_lines(rows, info.margin), check_lines(list(checks))]
-    )
+    out += tail_markdown([verdict_lines(rows), planning_lines(rows, info.margin), *tail])
     return "\n".join(out).rstrip() + "\n"
 
 

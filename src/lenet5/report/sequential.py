@@ -44,6 +44,8 @@ import math
 from dataclasses import dataclass, replace
 
 from lenet5.report.inference import Contrast, mean_se, t_crit, verdict
+from lenet5.report.stats import Run, off_baseline
+from lenet5.report.tuning import Cell, arm_name, group, select
 
 RESOLVED = ("equivalent", "worse", "better")
 GROWTH = 1.5  # each look has about 1.5x the seeds of the one before
@@ -155,3 +157,59 @@ def seeds_wanted(outcomes: list[Outcome], looks: list[int]) -> list[int]:
         else:
             wanted.append(looks[o.look])  # look is 1-based: looks[look] is the next one
     return wanted
+
+
+def seed_differences(
+    runs: list[Run], factors: list[str], baseline: dict[str, str]
+) -> dict[Cell, list[float]]:
+    """Per simple effect (an arm with one factor off its baseline level), its per-seed test
+    error differences to the baseline in points, each side at its own selected nuisance
+    setting (the tuned report's selection; the only setting where there is no grid), over
+    the seeds both have, in seed order."""
+    sel = select(runs, factors)
+    base = tuple(baseline[f] for f in factors)
+    if base not in sel:
+        return {}
+    g0 = dict(group(runs, factors, base, sel[base].selected))
+    out = {}
+    for cell, s in sorted(sel.items()):
+        levels = dict(zip(factors, cell, strict=True))
+        if off_baseline(levels, factors, baseline) != 1:
+            continue
+        g = dict(group(runs, factors, cell, s.selected))
+        seeds = sorted(set(g) & set(g0), key=lambda x: int(x) if x.isdigit() else x)
+        out[cell] = [g[x] - g0[x] for x in seeds]
+    return out
+
+
+def verdict_lines(
+    runs: list[Run],
+    factors: list[str],
+    baseline: dict[str, str],
+    looks: list[int],
+    margin: float,
+    alpha: float = 0.05,
+    hope: float | None = HOPE,
+) -> list[str]:
+    """The report's block for a sweep run with adaptive seeds: each comparison's sequential
+    verdict, the look and seeds it was reached with, its interval and level."""
+    diffs = seed_differences(runs, factors, baseline)
+    if not diffs:
+        return []
+    outs = decide(list(diffs.values()), looks, margin, alpha, hope=hope)
+    lines = [
+        f"Adaptive seeds (looks at {', '.join(map(str, looks))} seeds; alpha {alpha:g} spent "
+        f"over the looks and split over the {len(diffs)} comparisons; margin {margin:g}):"
+    ]
+    for cell, o in zip(diffs, outs, strict=True):
+        c = o.contrast
+        where = f"look {o.look}, {o.n} seeds" if o.look else f"{o.n} seeds, below the first look"
+        if c is None or c.low is None:
+            lines.append(f"  {arm_name(cell, factors, baseline)}: {o.verdict} ({where})")
+            continue
+        lines.append(
+            f"  {arm_name(cell, factors, baseline)}: {o.verdict}"
+            f"{' (given up: the last look could not resolve it)' if o.given_up else ''}, "
+            f"{c.estimate:+.2f} [{c.low:+.2f}, {c.high:+.2f}] at {100 * c.level:.3f}% ({where})"
+        )
+    return [*lines, ""]
