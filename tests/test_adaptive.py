@@ -2,6 +2,7 @@
 report's sequential verdicts; a relaunch replays the rounds and trains nothing twice. Run
 in this process through `lenet5-train`'s entry point (`test_sweep.multirun`)."""
 
+import csv
 import json
 
 import pytest
@@ -29,8 +30,9 @@ def seeds_by_arm(children) -> dict[str, list[int]]:
 
 
 def test_a_resolved_comparison_stops_at_the_first_look(multirun, sweep_client):  # noqa: F811
-    """A margin of 100 points: equivalence at the first look (2 seeds), no second round."""
-    message, output = multirun(*DESIGN, "study.margin=100", "seed=0,1,2,3,4,5")
+    """A margin of 100,000 points (wider than any interval of 2 seeds): equivalence at the
+    first look, no second round."""
+    message, output = multirun(*DESIGN, "study.margin=100000", "seed=0,1,2,3,4,5")
     assert message is None, output[-3000:]
     parent, children = parent_and_children(sweep_client)
     assert seeds_by_arm(children) == {"scaled_tanh": [0, 1], "relu": [0, 1]}
@@ -85,3 +87,20 @@ def test_an_open_comparison_gets_seeds_look_by_look_and_a_relaunch_trains_nothin
     block = text.split("Adaptive seeds (looks at 2, 3, 4 seeds;", 1)[1].splitlines()
     assert block[1].startswith(f"  activation=tanh: {outcome.verdict}")
     assert f"({'look ' + str(outcome.look)}, {n} seeds)" in block[1]
+    # The per-example evidence, counted here from the runs' predictions.
+    wrong = {}
+    for c in children:
+        path = sweep_client.download_artifacts(c.info.run_id, "predictions/test.csv", str(tmp_path))
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        wrong[(c.data.tags["activation"], c.data.tags["seed"])] = [
+            r["correct"] == "0" for r in rows
+        ]
+    lost = [
+        sum(a and not b for a, b in zip(wrong[("tanh", s)], wrong[("scaled_tanh", s)], strict=True))
+        for s in map(str, range(n))
+    ]
+    assert sum(lost) > 0  # the two activations' runs disagree on some digits
+    assert (
+        f"  activation=tanh: wrong where the baseline is right {sum(lost) / n:.0f} of 200" in text
+    )

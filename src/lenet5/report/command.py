@@ -26,14 +26,17 @@ from pathlib import Path
 from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
 from lenet5.report.checks import at_edges, check_lines, not_converged
+from lenet5.report.examples import comparison_line, spread_line
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.html import page
 from lenet5.report.reading import (
     ReportError,
     collect,
     curves,
+    download,
     find_sweep,
     open_experiment,
+    predictions,
     retry,
     search_all,
     watch,
@@ -48,7 +51,15 @@ from lenet5.report.render_tuned import (
 )
 from lenet5.report.sequential import verdict_lines as sequential_lines
 from lenet5.report.stats import summarize
-from lenet5.report.tuning import has_nuisance, simple_tables, tables
+from lenet5.report.tuning import (
+    arm_name,
+    arm_runs,
+    has_nuisance,
+    is_simple,
+    select,
+    simple_tables,
+    tables,
+)
 from lenet5.tracking import views
 from lenet5.tracking.liveness import STALE_AFTER_S, reap, stale_runs
 
@@ -239,6 +250,7 @@ def plain_report(client, info, files: list[Path]) -> str:
         adaptive_lines(info),
         plain_verdict_lines(simple, info.margin),
         planning_lines(simple, info.margin),
+        example_lines(client, info),
         check_lines(checks),
     ]
     files[0].write_text(render_markdown(info, rows, tail))
@@ -254,7 +266,7 @@ def tuned_report(client, info, files: list[Path]) -> str:
     settings = {cell: s.selected for cell, s in sels.items()}
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin, settings)
     checks += at_edges(sels, info.factors, info.baseline)
-    tail = [adaptive_lines(info), check_lines(checks)]
+    tail = [adaptive_lines(info), example_lines(client, info), check_lines(checks)]
     files[0].write_text(render_tuned_markdown(info, sels, rows, tail))
     write_tuned_csv(files[1], info, sels, rows)
     write_tuned_chart(files[2], info, sels, rows, cv)
@@ -272,7 +284,7 @@ def recorded_config(client, run_id: str) -> list[tuple[str, str]]:
         for entry in retry(client.list_artifacts, run_id):
             if entry.path not in RECORDED:
                 continue
-            local = Path(retry(client.download_artifacts, run_id, entry.path, tmp))
+            local = Path(download(client, run_id, entry.path, tmp))
             for f in sorted(local.rglob("*")) if local.is_dir() else [local]:
                 if f.is_file():
                     out.append((f"{f.relative_to(tmp)}", f.read_text(errors="replace")))
@@ -303,6 +315,38 @@ def write_html(client, exp, info, out: Path) -> Path:
         )
     )
     return path
+
+
+def example_lines(client, info) -> list[str]:
+    """Per-example evidence for each simple effect against the baseline (each at its selected
+    setting), from the runs' predictions/test.csv; nothing where the runs have none."""
+    factors, baseline = info.factors, info.baseline
+    sel = select(info.children, factors)
+    base = tuple(baseline[f] for f in factors)
+    if base not in sel:
+        return []
+
+    def by_seed(cell) -> dict[str, tuple]:
+        runs = arm_runs(info.children, factors, cell, sel[cell].selected)
+        loaded = {r.tags.get(names.SEED, r.run_id): predictions(client, r.run_id) for r in runs}
+        return {seed: p for seed, p in loaded.items() if p is not None}
+
+    base_runs = by_seed(base)
+    flips, spreads = [], [spread_line("baseline", list(base_runs.values()))]
+    for cell in sorted(sel):
+        if not is_simple(cell, factors, baseline):
+            continue
+        arm = by_seed(cell)
+        name = arm_name(cell, factors, baseline)
+        pairs = [(arm[s], base_runs[s]) for s in arm if s in base_runs]
+        if pairs:
+            flips.append(comparison_line(name, pairs))
+        spreads.append(spread_line(name, list(arm.values())))
+    spreads = [line for line in spreads if line]
+    if not flips and not spreads:
+        return []
+    head = "Per-example evidence (each run's test predictions, paired by seed):"
+    return [head, *flips, *spreads, ""]
 
 
 def adaptive_lines(info) -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from lenet5.core import names
 from lenet5.core.paths import sqlite_path
+from lenet5.core.process import environ
 from lenet5.report.inference import DEFAULT_MARGIN
 from lenet5.report.stats import Counts, Run, counts
 from lenet5.tracking.stores import client_for, store_ready
@@ -235,3 +236,26 @@ def curves(client, runs: list[Run], metric: str = CURVE_METRIC) -> dict[str, lis
         by_step = {m.step: m.value for m in history}  # a resumed run may log a step twice
         out[r.run_id] = [by_step[s] for s in sorted(by_step)]
     return out
+
+
+def download(client, run_id: str, path: str, into: str) -> str:
+    """An artifact of a run into a local folder, without MLflow's progress bar on stderr (a
+    report downloads one per run)."""
+    with environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        return retry(client.download_artifacts, run_id, path, into)
+
+
+def predictions(client, run_id: str) -> tuple[list[int], list[int]] | None:
+    """A run's per-example test predictions (predictions/test.csv): (targets, predicted) in
+    the test set's order; None where the run has none (runs recorded before they existed)."""
+    import csv
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download(client, run_id, "predictions/test.csv", tmp)
+        except Exception:
+            return None
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+    return [int(r["target"]) for r in rows], [int(r["predicted"]) for r in rows]

@@ -44,8 +44,8 @@ import math
 from dataclasses import dataclass, replace
 
 from lenet5.report.inference import Contrast, mean_se, t_crit, verdict
-from lenet5.report.stats import Run, off_baseline
-from lenet5.report.tuning import Cell, arm_name, group, select
+from lenet5.report.stats import Run
+from lenet5.report.tuning import Cell, arm_name, group, is_simple, select
 
 RESOLVED = ("equivalent", "worse", "better")
 GROWTH = 1.5  # each look has about 1.5x the seeds of the one before
@@ -173,8 +173,7 @@ def seed_differences(
     g0 = dict(group(runs, factors, base, sel[base].selected))
     out = {}
     for cell, s in sorted(sel.items()):
-        levels = dict(zip(factors, cell, strict=True))
-        if off_baseline(levels, factors, baseline) != 1:
+        if not is_simple(cell, factors, baseline):
             continue
         g = dict(group(runs, factors, cell, s.selected))
         seeds = sorted(set(g) & set(g0), key=lambda x: int(x) if x.isdigit() else x)

@@ -78,6 +78,11 @@ def arm_name(cell: Cell, factors: list[str], baseline: dict[str, str]) -> str:
     return ", ".join(off) or "baseline"
 
 
+def is_simple(cell: Cell, factors: list[str], baseline: dict[str, str]) -> bool:
+    """Whether `cell` is a simple effect: exactly one factor off its baseline level."""
+    return sum(lvl != baseline[f] for f, lvl in zip(factors, cell, strict=True)) == 1
+
+
 def arm_cell(factors: list[str], baseline: dict[str, str], factor: str, level: str) -> Cell:
     """The cell of a simple effect: `factor` at `level`, the others at the baseline."""
     return tuple(level if f == factor else baseline[f] for f in factors)
