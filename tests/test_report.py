@@ -429,3 +429,36 @@ def test_per_example_flips_and_the_test_sets_share_of_the_spread_by_hand():
     assert binomial == pytest.approx(100 * ((0.09 + 0.1056 + 0.1204) / 300) ** 0.5)
     assert own == 0.0
     assert test_set_share(runs[:1]) is None and spread_line("x", runs[:1]) is None
+
+
+def test_plan_gives_each_comparisons_seeds_and_the_studys_runs(client, uri, exp, capsys):
+    """--plan on a 3-seed pilot: per comparison, the seeds seeds_needed finds at its spread
+    (paired, Holm over the 4) or its verdict if resolved; the study's runs at the most."""
+    from lenet5.report.inference import seeds_needed
+    from lenet5.report.tuning import simple_tables
+
+    jobs = one_at_a_time_jobs()
+    make_sweep(client, exp, "pilot", "one_at_a_time", jobs)
+    noisy = [(c, s, e + 0.002 * ((s * 7 + len(str(c))) % 3), st) for c, s, e, st in jobs]
+    make_sweep(client, exp, "pilot-noisy", "one_at_a_time", noisy)
+    assert (
+        main(["--tracking-uri", uri, "--experiment", exp, "--sweep-id", "pilot-noisy", "--plan"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith("Plan for study one_at_a_time from sweep pilot-noisy (margin 0.2")
+    runs = [Run(f"r{i}", "", st, {**c, "seed": str(s)}, e) for i, (c, s, e, st) in enumerate(noisy)]
+    _, rows = simple_tables(runs, FACTORS, BASELINE, 0.2)
+    expect = []
+    for r in rows:
+        if r.table != "tuned" or r.is_baseline:
+            continue
+        k = r.n if r.verdict in ("equivalent", "worse", "better") else seeds_needed(r.diff, 0.2)
+        said = f"about {k} seeds" if k else "more than 200 seeds"  # -0.18 against 0.2: ~2,000
+        assert f"  {r.factor}={r.level}: {said}" in text
+        expect += [k] if k else []
+    most = max(expect)
+    assert f"The study with {most} seeds: about {most * 5} runs (5 per seed):" in text
+    assert f"hydra/sweeper=adaptive hydra.sweeper.seeds.max={most}" in text
+    assert not list((Path(uri.removeprefix("sqlite:///")).parent).glob("reports"))  # no files

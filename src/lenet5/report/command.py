@@ -29,6 +29,7 @@ from lenet5.report.checks import at_edges, check_lines, not_converged
 from lenet5.report.examples import comparison_line, spread_line
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.html import page
+from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import (
     ReportError,
     collect,
@@ -49,6 +50,7 @@ from lenet5.report.render_tuned import (
     render_tuned_text,
     write_tuned_csv,
 )
+from lenet5.report.sequential import RESOLVED
 from lenet5.report.sequential import verdict_lines as sequential_lines
 from lenet5.report.stats import summarize
 from lenet5.report.tuning import (
@@ -129,6 +131,12 @@ def _more_args(p: argparse.ArgumentParser) -> None:
         "as NAME (default lenet5-<study>)",
     )
     p.add_argument(
+        "--plan",
+        action="store_true",
+        help="instead of the report: for each comparison of this (pilot) sweep, the seeds that "
+        "would resolve it at the spread seen, and the runs and command for the whole study",
+    )
+    p.add_argument(
         "--tuned",
         action="store_true",
         help="the tuned report's tables (per-arm selection, paired/Welch intervals with Holm, "
@@ -172,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         info = read_sweep(client, exp, uri, args)
     except ReportError as e:
         return refused(e)
+    if args.plan:
+        print(plan(info))
+        return 0
     out = args.out or PROJECT_ROOT / "mlruns" / "reports" / info.sweep_id.replace(os.sep, "_")
     files, text = write_report(client, info, out, args.tuned)
     if args.html:
@@ -347,6 +358,50 @@ def example_lines(client, info) -> list[str]:
         return []
     head = "Per-example evidence (each run's test predictions, paired by seed):"
     return [head, *flips, *spreads, ""]
+
+
+def plan(info) -> str:
+    """`--plan`: the seeds each comparison needs (paired, Holm over the study's comparisons,
+    against its margin) at the spread of its per-seed differences in this sweep, and what
+    running the study with as many takes."""
+    _, rows = simple_tables(info.children, info.factors, info.baseline, info.margin)
+    rows = [r for r in rows if r.table == "tuned" and not r.is_baseline]
+    lines = [
+        f"Plan for study {info.study} from sweep {info.sweep_id} (margin {info.margin:g} "
+        f"points; each comparison paired by seed, Holm over {len(rows)}):"
+    ]
+    need = []
+    for r in rows:
+        name = f"{r.factor}={r.level}"
+        if r.verdict in RESOLVED:
+            lines.append(f"  {name}: {r.verdict} already, with {r.n} seeds")
+            need.append(r.n)
+            continue
+        k = seeds_needed(r.diff, info.margin)
+        if k is None and r.diff is not None and r.diff.paired and r.diff.se:
+            lines.append(
+                f"  {name}: more than {MOST_SEEDS} seeds (at {r.diff.estimate:+.2f} so far)"
+            )
+            continue
+        if k is None:
+            lines.append(f"  {name}: cannot say (not paired by seed, or no spread yet)")
+            continue
+        lines.append(f"  {name}: about {k} seeds (at {r.diff.estimate:+.2f} points so far)")
+        need.append(k)
+    done = [r for r in info.children if r.done]
+    if need and done:
+        seeds = max(need)
+        per_seed = len(done) / len({r.tags.get(names.SEED) for r in done})
+        study = f"experiment={info.study}" if info.study != "adhoc" else "<the sweep's overrides>"
+        lines += [
+            "",
+            f"The study with {seeds} seeds: about {seeds * per_seed:.0f} runs "
+            f"({per_seed:.0f} per seed):",
+            f"  lenet5-train -m {study} 'seed=range({seeds})'",
+            "or with seeds only where they are needed (docs/studies.md, adaptive seeds):",
+            f"  lenet5-train -m {study} hydra/sweeper=adaptive hydra.sweeper.seeds.max={seeds}",
+        ]
+    return "\n".join(lines)
 
 
 def adaptive_lines(info) -> list[str]:
