@@ -87,6 +87,12 @@ def test_an_open_comparison_gets_seeds_look_by_look_and_a_relaunch_trains_nothin
     block = text.split("Adaptive seeds (looks at 2, 3, 4 seeds;", 1)[1].splitlines()
     assert block[1].startswith(f"  activation=tanh: {outcome.verdict}")
     assert f"({'look ' + str(outcome.look)}, {n} seeds)" in block[1]
+    # Compute per arm: the mean of its runs' training FLOPs, and the figure beside the report.
+    flops = [
+        c.data.metrics["final/train_flops"] for c in children if c.data.tags["activation"] == "tanh"
+    ]
+    assert f"  activation=tanh: {sum(flops) / len(flops):.3g} training FLOPs" in text
+    assert (tmp_path / "r" / "cost.png").stat().st_size > 0
     # The per-example evidence, counted here from the runs' predictions.
     wrong = {}
     for c in children:

@@ -462,3 +462,31 @@ def test_plan_gives_each_comparisons_seeds_and_the_studys_runs(client, uri, exp,
     assert f"The study with {most} seeds: about {most * 5} runs (5 per seed):" in text
     assert f"hydra/sweeper=adaptive hydra.sweeper.seeds.max={most}" in text
     assert not list((Path(uri.removeprefix("sqlite:///")).parent).glob("reports"))  # no files
+
+
+def test_compute_per_arm_is_the_mean_of_its_runs_flops_and_errors(tmp_path):
+    from lenet5.report.cost import cost_lines, costs
+    from lenet5.report.render import cost_figure
+
+    base = {"activation": "scaled_tanh"}
+
+    def run(i, act, flops, err):
+        return Run(
+            f"r{i}", "", "FINISHED", {"activation": act, "seed": str(i % 2)}, err, 0.9, {}, flops
+        )
+
+    runs = [
+        run(0, "scaled_tanh", 2.0e12, 0.010),
+        run(1, "scaled_tanh", 2.2e12, 0.012),
+        run(2, "relu", 1.0e12, 0.050),
+        run(3, "relu", None, 0.040),  # recorded before FLOPs existed: left out
+    ]
+    rows = costs(runs, ["activation"], base)
+    assert [(c.arm, c.n) for c in rows] == [("baseline", 2), ("activation=relu", 1)]
+    assert rows[0].flops == pytest.approx(2.1e12) and rows[0].error == pytest.approx(1.1)
+    assert rows[1].std is None
+    assert cost_lines(rows)[1] == "  baseline: 2.1e+12 training FLOPs, test error 1.10% (n=2)"
+    png = cost_figure(tmp_path / "cost.png", "study x", rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert costs([r for r in runs if r.flops is None], ["activation"], base) == []
+    assert cost_figure(tmp_path / "none.png", "x", []) is None

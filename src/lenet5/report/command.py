@@ -26,6 +26,7 @@ from pathlib import Path
 from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
 from lenet5.report.checks import at_edges, check_lines, not_converged
+from lenet5.report.cost import cost_lines, costs
 from lenet5.report.examples import comparison_line, spread_line
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.html import page
@@ -42,7 +43,13 @@ from lenet5.report.reading import (
     search_all,
     watch,
 )
-from lenet5.report.render import render_markdown, render_text, write_chart, write_csv
+from lenet5.report.render import (
+    cost_figure,
+    render_markdown,
+    render_text,
+    write_chart,
+    write_csv,
+)
 from lenet5.report.render_tuned import (
     plain_verdict_lines,
     planning_lines,
@@ -257,11 +264,13 @@ def plain_report(client, info, files: list[Path]) -> str:
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin)
     _, simple = simple_tables(info.children, info.factors, info.baseline, info.margin)
     simple = [replace(r, table="simple") for r in simple if r.table == "tuned"]
+    spent = compute(info, files)
     tail = [
         adaptive_lines(info),
         plain_verdict_lines(simple, info.margin),
         planning_lines(simple, info.margin),
         example_lines(client, info),
+        cost_lines(spent),
         check_lines(checks),
     ]
     files[0].write_text(render_markdown(info, rows, tail))
@@ -277,7 +286,13 @@ def tuned_report(client, info, files: list[Path]) -> str:
     settings = {cell: s.selected for cell, s in sels.items()}
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin, settings)
     checks += at_edges(sels, info.factors, info.baseline)
-    tail = [adaptive_lines(info), example_lines(client, info), check_lines(checks)]
+    spent = compute(info, files)
+    tail = [
+        adaptive_lines(info),
+        example_lines(client, info),
+        cost_lines(spent),
+        check_lines(checks),
+    ]
     files[0].write_text(render_tuned_markdown(info, sels, rows, tail))
     write_tuned_csv(files[1], info, sels, rows)
     write_tuned_chart(files[2], info, sels, rows, cv)
@@ -314,13 +329,13 @@ def write_html(client, exp, info, out: Path) -> Path:
         ),
         ("the sweep's parent run", views.run_link(base, exp.experiment_id, info.parent_run_id)),
     ]
-    figure = out / "report.png"
+    pngs = [out / "report.png", out / "cost.png"]
     path = out / "report.html"
     path.write_text(
         page(
             f"lenet5 report: {info.study} ({info.sweep_id})",
             (out / "report.md").read_text(),
-            figure.read_bytes() if figure.is_file() else None,
+            [f.read_bytes() for f in pngs if f.is_file()],
             ui,
             recorded_config(client, info.parent_run_id),
         )
@@ -402,6 +417,16 @@ def plan(info) -> str:
             f"  lenet5-train -m {study} hydra/sweeper=adaptive hydra.sweeper.seeds.max={seeds}",
         ]
     return "\n".join(lines)
+
+
+def compute(info, files: list[Path]) -> list:
+    """Each arm's training FLOPs and test error; cost.png beside the report where the runs
+    recorded their FLOPs (added to `files`)."""
+    rows = costs(info.children, info.factors, info.baseline)
+    figure = cost_figure(files[0].parent / "cost.png", f"study {info.study}", rows)
+    if figure:
+        files.append(figure)
+    return rows
 
 
 def adaptive_lines(info) -> list[str]:

@@ -1,6 +1,6 @@
 """`lenet5-report --html`: the report as one self-contained HTML file a colleague can open
-offline: the Markdown report's headings, lists and tables, the figure embedded as a data
-URI, links into the MLflow UI, and the study's config as the sweep recorded it.
+offline: the Markdown report's headings, lists and tables, the figures embedded as data
+URIs, links into the MLflow UI, and the study's config as the sweep recorded it.
 
 The Markdown is the report's own (render.py / render_tuned.py write it), so only what those
 write is converted: headings, `- ` items, pipe tables, paragraphs, `code`, **bold** and
@@ -85,17 +85,19 @@ def markdown_to_html(text: str) -> str:
 def page(
     title: str,
     markdown: str,
-    figure_png: bytes | None,
+    figures: list[bytes],
     links: list[tuple[str, str]],
     config: list[tuple[str, str]],
 ) -> str:
     """The whole file: `links` (label, URL) into the MLflow UI, `config` (name, text) the
     study's recorded files, shown as they are."""
     parts = [markdown_to_html(markdown)]
-    if figure_png:
-        data = base64.b64encode(figure_png).decode("ascii")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for png in figures:
+        data = base64.b64encode(png).decode("ascii")
         parts.append(
-            f'<h2>Figure</h2>\n<img alt="the report\'s figure" src="data:image/png;base64,{data}">'
+            f'<p><img alt="a figure of the report" src="data:image/png;base64,{data}"></p>'
         )
     if links:
         items = "".join(

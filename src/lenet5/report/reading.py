@@ -95,6 +95,7 @@ def plain(run, searched: list[str] = ()) -> Run:
         tags=dict(run.data.tags),
         error=run.data.metrics.get(ERROR_METRIC),
         val=run.data.metrics.get(VAL_METRIC, run.data.metrics.get(CURVE_METRIC)),
+        flops=run.data.metrics.get(names.FINAL_TRAIN_FLOPS),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
+from lenet5.report.cost import Cost
 from lenet5.report.figure_tuned import blank_grid, simple_curves
 from lenet5.report.reading import ERROR_METRIC, SweepInfo
 from lenet5.report.stats import Row
@@ -322,3 +323,25 @@ def write_chart(path: Path, info: SweepInfo, rows: list[Row], curves: dict | Non
     )
     fig.savefig(path, dpi=110)
     return fig
+
+
+def cost_figure(path: Path, title: str, rows: list[Cost]) -> Path | None:
+    """Each arm's mean test error (bars: std over seeds) at its mean training FLOPs."""
+    if not rows:
+        return None
+    from matplotlib.figure import Figure  # deferred: only the PNG needs it
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for c in rows:
+        ax.errorbar(c.flops, c.error, yerr=c.std or 0, fmt="o", capsize=3, label=c.arm)
+        ax.annotate(
+            c.arm, (c.flops, c.error), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (forward + backward, all samples seen)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{title}\ntest error against training compute (bars: std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    return path

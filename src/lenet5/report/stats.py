@@ -26,6 +26,7 @@ class Run:
     error: float | None  # test error as a fraction; None when not logged
     val: float | None = None  # best validation accuracy (final/val_acc), a fraction
     settings: dict[str, str] = field(default_factory=dict)  # the sweep's searched values
+    flops: float | None = None  # training FLOPs (final/train_flops); None before they existed
 
     @property
     def done(self) -> bool:
