@@ -26,7 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lenet5.report.inference import adjust, contrast, verdict  # noqa: E402
+from lenet5.report.inference import (  # noqa: E402
+    adjust,
+    contrast,
+    t_crit,
+    verdict,
+)
+from lenet5.report.robust import bootstrap_ci  # noqa: E402
 from lenet5.report.sequential import HOPE, decide, schedule  # noqa: E402
 
 BASE_SD = 0.16
@@ -134,6 +140,29 @@ def simulate(arms: list[tuple[float, float]], studies: int, seed: int, fixed_ns:
     return {name: {k: v / studies for k, v in t.items()} for name, t in tally.items()}
 
 
+BOOTSTRAP_NS = (3, 5, 8, 12, 16, 20)
+
+
+def bootstrap_coverage(studies: int, seed: int, reps: int = 500) -> dict[int, dict[str, float]]:
+    """Per number of seeds: how often the 95% percentile bootstrap interval of a mean paired
+    difference (and the t interval, for reference) covers the true difference."""
+    rng = random.Random(seed)
+    sd = (BASE_SD**2 + 0.13**2) ** 0.5  # a paired difference's spread, as measured
+    out = {}
+    for n in BOOTSTRAP_NS:
+        boot = t = 0
+        for i in range(studies):
+            d = [rng.gauss(0.3, sd) for _ in range(n)]
+            low, high = bootstrap_ci(d, 0.95, reps=reps, seed=i)
+            boot += low <= 0.3 <= high
+            m = sum(d) / n
+            s = (sum((x - m) ** 2 for x in d) / (n - 1)) ** 0.5
+            half = t_crit(0.95, n - 1) * s / n**0.5
+            t += m - half <= 0.3 <= m + half
+        out[n] = {"bootstrap": boot / studies, "t": t / studies}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--studies", type=int, default=4000)
@@ -146,8 +175,9 @@ def main() -> None:
         name: simulate(arms, args.studies, args.seed, fixed_ns)
         for name, arms in scenarios().items()
     }
+    boot = bootstrap_coverage(max(100, args.studies // 10), args.seed)
     elapsed = time.perf_counter() - started
-    lines = render(results, args.studies, elapsed, args.seed)
+    lines = render(results, args.studies, elapsed, args.seed) + render_bootstrap(boot)
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +189,23 @@ def main() -> None:
 
 
 SHOWN = (3, 5, 8, 10, 12, 16, 20)  # fixed designs always in the table
+
+
+def render_bootstrap(boot: dict[int, dict[str, float]]) -> list[str]:
+    lines = [
+        "## Coverage of the bootstrap interval",
+        "",
+        "A paired difference of 0.3 points with the measured spread; 95% percentile bootstrap",
+        "(`report.robust.bootstrap_ci`, 500 resamples) against the paired t interval, over",
+        "a tenth as many simulated studies as above. The bootstrap under-covers at every",
+        "number of seeds here, so the report shows no bootstrap interval; it keeps the t",
+        "intervals and adds only point summaries (probability of improvement, median, IQM).",
+        "",
+        "| seeds | bootstrap covers | t covers |",
+        "|---:|---:|---:|",
+    ]
+    lines += [f"| {n} | {c['bootstrap']:.1%} | {c['t']:.1%} |" for n, c in boot.items()]
+    return [*lines, ""]
 
 
 def render(results: dict, studies: int, elapsed: float, seed: int) -> list[str]:

@@ -710,3 +710,41 @@ def test_a_flat_curve_or_a_two_value_grid_is_not_flagged():
     by = {setting("0.001"): (98.0, 2), setting("0.003"): (98.5, 2)}
     two = {("relu",): Selection(("relu",), by, setting("0.003"))}
     assert at_edges(two, ["activation"], base) == []  # two values: every choice is an edge
+
+
+def test_robust_summaries_beside_the_intervals(oat, uri, tmp_path, capsys):
+    """Per arm at its selected setting: the share of seeds it beats the baseline in, the
+    median and interquartile mean (scipy's trim_mean, 0.25) of the per-seed differences."""
+    from scipy.stats import trim_mean
+
+    from lenet5.report.robust import bootstrap_ci, iqm, prob_better
+
+    assert prob_better([-1.0, 0.0, 2.0, -3.0]) == pytest.approx(0.625)
+    assert iqm([1, 2, 3, 4, 100, -50, 7, 8]) == pytest.approx(
+        trim_mean([1, 2, 3, 4, 100, -50, 7, 8], 0.25)
+    )
+    low, high = bootstrap_ci([0.1, 0.3, 0.2, 0.5, 0.4], reps=500)
+    assert 0.1 <= low < 0.3 < high <= 0.5
+    assert bootstrap_ci([0.1, 0.3, 0.2], reps=200) == bootstrap_ci([0.1, 0.3, 0.2], reps=200)
+    exp, jobs = oat
+    assert report(uri, exp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    block = text.split(
+        "Robust summaries (per-seed differences to the baseline, points of test error):\n"
+    )[1]
+
+    def errs(act, pool, lr):
+        return [
+            100 * e
+            for lv, r_lr, _, _, e, _ in jobs
+            if (lv["activation"], lv["pooling"], r_lr) == (act, pool, lr)
+        ]
+
+    base = errs("scaled_tanh", "subsampling", "0.001")
+    relu = [a - b for a, b in zip(errs("relu", "subsampling", "0.0003"), base, strict=True)]
+    median = sorted(relu)[1]
+    line = next(x for x in block.splitlines() if x.startswith("  activation=relu: "))
+    assert line == (
+        f"  activation=relu: better than the baseline in {prob_better(relu):.0%} of 3 seeds; "
+        f"per-seed difference median {median:+.2f}, IQM {trim_mean(relu, 0.25):+.2f}"
+    )

@@ -57,7 +57,8 @@ from lenet5.report.render_tuned import (
     render_tuned_text,
     write_tuned_csv,
 )
-from lenet5.report.sequential import RESOLVED
+from lenet5.report.robust import summary_line
+from lenet5.report.sequential import RESOLVED, seed_differences
 from lenet5.report.sequential import verdict_lines as sequential_lines
 from lenet5.report.stats import summarize
 from lenet5.report.tuning import (
@@ -268,6 +269,7 @@ def plain_report(client, info, files: list[Path]) -> str:
     tail = [
         adaptive_lines(info),
         plain_verdict_lines(simple, info.margin),
+        robust_lines(info),
         planning_lines(simple, info.margin),
         example_lines(client, info),
         cost_lines(spent),
@@ -289,6 +291,7 @@ def tuned_report(client, info, files: list[Path]) -> str:
     spent = compute(info, files)
     tail = [
         adaptive_lines(info),
+        robust_lines(info),
         example_lines(client, info),
         cost_lines(spent),
         check_lines(checks),
@@ -427,6 +430,19 @@ def compute(info, files: list[Path]) -> list:
     if figure:
         files.append(figure)
     return rows
+
+
+def robust_lines(info) -> list[str]:
+    """Point summaries beside the intervals (rliable's): per simple effect, at the settings
+    the report selects, from its per-seed differences to the baseline."""
+    diffs = seed_differences(info.children, info.factors, info.baseline)
+    lines = [
+        summary_line(arm_name(cell, info.factors, info.baseline), d)
+        for cell, d in diffs.items()
+        if d
+    ]
+    head = "Robust summaries (per-seed differences to the baseline, points of test error):"
+    return [head, *lines, ""] if lines else []
 
 
 def adaptive_lines(info) -> list[str]:
