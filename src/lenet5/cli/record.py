@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,10 +31,73 @@ def best_val_acc(trainer) -> float | None:
     return None if value is None else float(value)
 
 
-def record(run, cfg: DictConfig, trainer, module, datamodule, result: dict) -> dict[str, float]:
-    """Log what the UI shows of a tested run; returns the seconds each part took."""
+def warm_up(cfg: DictConfig) -> threading.Thread | None:
+    """Start, in a thread beside the run's test, the part of recording that needs no result of
+    the run: loading matplotlib and MLflow's model flavour, and MLflow's map of installed
+    packages, which `log_model` scans to check the requirements given (~0.3-1 s: it reads
+    every installed distribution's file list). None where nothing is recorded that needs it.
+    `record` waits for it; the work is the same, only no longer after the test."""
+    work = []
+    if cfg.mlflow.get("pictures", True):
+        work.append(_load_pictures)
+    if cfg.mlflow.get("log_model", True):
+        work.append(_load_model_logging)
+    if not work:
+        return None
+    thread = threading.Thread(target=_warm, args=(work,), name="lenet5-record-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm(work) -> None:
+    for step in work:
+        try:
+            step()
+        except Exception:  # the same work is done again, and fails loudly, where it is needed
+            log.debug("record warm-up: %s failed", step.__name__, exc_info=True)
+
+
+def _load_pictures() -> None:
+    import io
+
+    from matplotlib.figure import Figure
+
+    from lenet5.training import pictures  # noqa: F401
+
+    fig = Figure(figsize=(1, 1))  # a first text drawn loads the font: done here, once
+    fig.text(0.5, 0.5, "0")
+    fig.savefig(io.BytesIO(), format="png", dpi=10)
+
+
+def _load_model_logging() -> None:
+    import mlflow.models.utils
+    import mlflow.pytorch  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+    from mlflow.utils import requirements_utils
+
+    # MLflow's own lazily built map (private; where a release renames it, log_model builds it).
+    prime = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if prime is not None and getattr(requirements_utils, "_PACKAGES_TO_MODULES", 0) is None:
+        prime()
+
+
+def record(
+    run,
+    cfg: DictConfig,
+    trainer,
+    module,
+    datamodule,
+    result: dict,
+    warm: threading.Thread | None = None,
+) -> dict[str, float]:
+    """Log what the UI shows of a tested run (after `warm`, the thread `warm_up` started, has
+    finished); returns the seconds each part took."""
     spent: dict[str, float] = {}
     t = time.perf_counter()
+    if warm is not None:
+        warm.join()
+        spent["warm-up wait"] = time.perf_counter() - t
+        t = time.perf_counter()
     info = run.client.get_run(run.run_id)
     runinfo.log_final(run.client, run.run_id, result, best_val_acc(trainer))
     if run.resume_from is None:  # a resumed run has them already

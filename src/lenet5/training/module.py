@@ -21,6 +21,7 @@ An optimizer with a curvature estimate (SDLM, `lenet5.training.sdlm`) re-estimat
 (appendix C) on samples drawn by `curvature_sample(n, epoch)`; other optimizers skip that.
 """
 
+import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -67,11 +68,13 @@ class LeNet5Module(pl.LightningModule):
         self.confusion: torch.Tensor | None = None  # (true, predicted) counts
         self.misclassified: list[tuple[torch.Tensor, int, int]] = []
         self.plain_updates = False  # set per fit in on_train_start
+        self.train_started_at: float | None = None  # perf_counter before the first batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def on_train_start(self) -> None:
+        self.train_started_at = time.perf_counter()  # where start-up ends (core.stages)
         self.plain_updates = (
             not self.automatic_optimization
             and self._hooks_are_no_ops()
