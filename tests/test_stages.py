@@ -59,9 +59,12 @@ def test_record_warm_up_primes_what_log_model_scans_and_is_skipped_when_nothing_
 
     off = OmegaConf.create({"mlflow": {"pictures": False, "log_model": False}})
     assert warm_up(off) is None
-    thread = warm_up(OmegaConf.create({"mlflow": {"pictures": True, "log_model": True}}))
-    thread.join(timeout=120)
-    assert not thread.is_alive()
+    warm = warm_up(OmegaConf.create({"mlflow": {"pictures": True, "log_model": True}}))
+    warm.thread.join(timeout=120)
+    assert not warm.thread.is_alive() and warm.wait() == {
+        "_load_pictures": None,
+        "_load_model_logging": None,
+    }
     from mlflow.utils import requirements_utils
 
     assert "torch" in requirements_utils._PACKAGES_TO_MODULES  # MLflow's map, built once

@@ -8,6 +8,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,30 +32,54 @@ def best_val_acc(trainer) -> float | None:
     return None if value is None else float(value)
 
 
-def warm_up(cfg: DictConfig) -> threading.Thread | None:
-    """Start, in a thread beside the run's test, the part of recording that needs no result of
-    the run: loading matplotlib and MLflow's model flavour, and MLflow's map of installed
-    packages, which `log_model` scans to check the requirements given (~0.3-1 s: it reads
-    every installed distribution's file list). None where nothing is recorded that needs it.
-    `record` waits for it; the work is the same, only no longer after the test."""
+class WarmUp:
+    """The part of recording that needs no result of the run, started in a thread beside the
+    run's test (`warm_up`): loading matplotlib and MLflow's model flavour, MLflow's map of
+    installed packages, which `log_model` scans to check the requirements given (~0.3-1 s: it
+    reads every installed distribution's file list), and the data's dataset inputs (their
+    digests hash the images). `record` waits for it; the work is the same, no longer after
+    the test."""
+
+    def __init__(self, work: list[Callable[[], object]]):
+        self.results: dict[str, object] = {}
+        self.thread = threading.Thread(
+            target=self._run, args=(work,), name="lenet5-record-warm-up", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, work) -> None:
+        for step in work:
+            try:
+                self.results[step.__name__] = step()
+            except Exception:  # the same work is done again, and fails loudly, where needed
+                log.debug("record warm-up: %s failed", step.__name__, exc_info=True)
+
+    def wait(self) -> dict[str, object]:
+        self.thread.join()
+        return self.results
+
+
+def data_source(cfg: DictConfig) -> str:
+    return str(cfg.data.get("root") or cfg.data.get("source", {}).get("_target_") or "lenet5")
+
+
+def warm_up(cfg: DictConfig, run=None, datamodule=None) -> WarmUp | None:
+    """Start the `WarmUp` of what `cfg` records (with `run` and `datamodule`: its dataset
+    inputs too, for a run not resumed); None where nothing recorded needs it."""
     work = []
+    if run is not None and datamodule is not None and run.resume_from is None:
+        # The run is read in the calling thread; only the hashing goes to the warm-up.
+        data = run.client.get_run(run.run_id).data.tags.get("data", "data")
+
+        def datasets():
+            return runinfo.dataset_inputs(datamodule, data, data_source(cfg))
+
+        work.append(datasets)
     if cfg.mlflow.get("pictures", True):
         work.append(_load_pictures)
     if cfg.mlflow.get("log_model", True):
         work.append(_load_model_logging)
-    if not work:
-        return None
-    thread = threading.Thread(target=_warm, args=(work,), name="lenet5-record-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
-def _warm(work) -> None:
-    for step in work:
-        try:
-            step()
-        except Exception:  # the same work is done again, and fails loudly, where it is needed
-            log.debug("record warm-up: %s failed", step.__name__, exc_info=True)
+    return WarmUp(work) if work else None
 
 
 def _load_pictures() -> None:
@@ -88,22 +113,23 @@ def record(
     module,
     datamodule,
     result: dict,
-    warm: threading.Thread | None = None,
+    warm: WarmUp | None = None,
 ) -> dict[str, float]:
-    """Log what the UI shows of a tested run (after `warm`, the thread `warm_up` started, has
+    """Log what the UI shows of a tested run (once `warm`, started by `warm_up`, has
     finished); returns the seconds each part took."""
     spent: dict[str, float] = {}
     t = time.perf_counter()
+    ready = {}
     if warm is not None:
-        warm.join()
+        ready = warm.wait()
         spent["warm-up wait"] = time.perf_counter() - t
         t = time.perf_counter()
     info = run.client.get_run(run.run_id)
     runinfo.log_final(run.client, run.run_id, result, best_val_acc(trainer))
     if run.resume_from is None:  # a resumed run has them already
-        source = cfg.data.get("root") or cfg.data.get("source", {}).get("_target_") or "lenet5"
         data = info.data.tags.get("data", "data")
-        runinfo.log_datasets(run.client, run.run_id, datamodule, data, str(source))
+        inputs = ready.get("datasets")  # None: made here
+        runinfo.log_datasets(run.client, run.run_id, datamodule, data, data_source(cfg), inputs)
     spent["final+datasets"] = time.perf_counter() - t
     if cfg.mlflow.get("pictures", True):
         t = time.perf_counter()

@@ -110,7 +110,8 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
             def before_test():
                 clock.lap("lightning setup", at=module.train_started_at)
                 clock.lap("train")
-                warm.append(warm_up(cfg))  # beside the test: what recording needs no result for
+                # Beside the test: what recording needs no result for.
+                warm.append(warm_up(cfg, run, datamodule))
 
             result = build.fit_and_test(
                 trainer, module, datamodule, run.resume_from, verbose, before_test
