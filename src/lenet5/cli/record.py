@@ -63,13 +63,15 @@ def data_source(cfg: DictConfig) -> str:
     return str(cfg.data.get("root") or cfg.data.get("source", {}).get("_target_") or "lenet5")
 
 
-def warm_up(cfg: DictConfig, run=None, datamodule=None) -> WarmUp | None:
-    """Start the `WarmUp` of what `cfg` records (with `run` and `datamodule`: its dataset
-    inputs too, for a run not resumed); None where nothing recorded needs it."""
+def warm_up(cfg: DictConfig, run=None, datamodule=None, module=None) -> WarmUp | None:
+    """Start the `WarmUp` of what `cfg` records (with `run`, `datamodule` and the fitted
+    `module`: its dataset inputs, for a run not resumed, and its learning curves too); None
+    where nothing recorded needs it."""
     work = []
-    if run is not None and datamodule is not None and run.resume_from is None:
-        # The run is read in the calling thread; only the hashing goes to the warm-up.
-        data = run.client.get_run(run.run_id).data.tags.get("data", "data")
+    # The store is read in the calling thread; the thread only computes and draws.
+    info = run.client.get_run(run.run_id) if run is not None else None
+    if info is not None and datamodule is not None and run.resume_from is None:
+        data = info.data.tags.get("data", "data")
 
         def datasets():
             return runinfo.dataset_inputs(datamodule, data, data_source(cfg))
@@ -77,6 +79,17 @@ def warm_up(cfg: DictConfig, run=None, datamodule=None) -> WarmUp | None:
         work.append(datasets)
     if cfg.mlflow.get("pictures", True):
         work.append(_load_pictures)
+        if info is not None and module is not None:
+            histories = metric_histories(run.client, run.run_id)
+
+            def pictures():  # the learning curves, drawn while the test runs
+                from lenet5.training.pictures import draw_fitted
+
+                folder = tempfile.TemporaryDirectory(prefix="lenet5-pictures-")
+                draw_fitted(Path(folder.name), module, histories, info.info.run_name)
+                return folder  # removed when record has logged it (or at exit)
+
+            work.append(pictures)
     if cfg.mlflow.get("log_model", True):
         work.append(_load_model_logging)
     return WarmUp(work) if work else None
@@ -133,7 +146,7 @@ def record(
     spent["final+datasets"] = time.perf_counter() - t
     if cfg.mlflow.get("pictures", True):
         t = time.perf_counter()
-        log_pictures(run.client, run.run_id, module, info.info.run_name)
+        log_pictures(run.client, run.run_id, module, info.info.run_name, ready.get("pictures"))
         spent["pictures"] = time.perf_counter() - t
     if cfg.mlflow.get("log_model", True):
         t = time.perf_counter()
@@ -143,15 +156,25 @@ def record(
     return spent
 
 
-def log_pictures(client, run_id: str, module, name: str) -> list[str]:
-    """Draw and log the pictures of a tested module; returns their artifact paths."""
+def metric_histories(client, run_id: str) -> dict[str, list]:
+    from lenet5.training.pictures import CURVES
+
+    return {k: client.get_metric_history(run_id, k) for pair in CURVES for k in pair}
+
+
+def log_pictures(client, run_id: str, module, name: str, fitted=None) -> list[str]:
+    """Draw and log the pictures of a tested module; returns their artifact paths. `fitted`:
+    a temporary folder holding the pictures the fit alone decides, drawn beforehand."""
     # matplotlib and torch: loaded where pictures are asked for (mlflow.pictures).
     from lenet5.training import pictures
 
-    keys = [k for pair in pictures.CURVES for k in pair]
-    histories = {k: client.get_metric_history(run_id, k) for k in keys}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = pictures.draw_all(Path(tmp), module, histories, name)
+    with fitted or tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = pictures.draw_tested(folder, module, name)
+        if fitted is None:
+            files += pictures.draw_fitted(folder, module, metric_histories(client, run_id), name)
+        else:
+            files += [f for f in folder.iterdir() if f not in files]
         client.log_artifacts(run_id, tmp, "pictures")
     return [f"pictures/{f.name}" for f in files]
 

@@ -111,7 +111,7 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
                 clock.lap("lightning setup", at=module.train_started_at)
                 clock.lap("train")
                 # Beside the test: what recording needs no result for.
-                warm.append(warm_up(cfg, run, datamodule))
+                warm.append(warm_up(cfg, run, datamodule, module))
 
             result = build.fit_and_test(
                 trainer, module, datamodule, run.resume_from, verbose, before_test
