@@ -1,7 +1,8 @@
 """Training throughput of `lenet5-train` against a bare PyTorch loop and the tutorial path.
 
     .venv/bin/python benchmarks/throughput.py [--updates 1280,150,50] [--repeats 3]
-        [--batch-sizes 1,64,256] [--threads 1] [--parts throughput,startup,memory,paper]
+        [--batch-sizes 1,64,256] [--threads 1] [--parts throughput,startup,memory,process,paper]
+        [--process-epochs 2] [--process-repeats 3]
         [--per-step] [--paper-updates 1280] [--device cpu|cuda] [--data-dir DIR]
         [--out-dir benchmarks/results]
 
@@ -34,6 +35,11 @@ batch 1, ~1024 otherwise) and makes one update per batch inside each (manual opt
 updates. `--per-step` also times (a') the project with `data.chunk_size=<batch>`: one
 update per Lightning step, Lightning's usual automatic optimization.
 
+`--parts process` times whole processes, alternating: `lenet5-train model=modern data=mnist
+data.batch_size=64 trainer.max_epochs=2` against a bare PyTorch loop doing the same work with
+its own imports (`probes/bare_train.py`), and `python -c "import torch, pytorch_lightning,
+mlflow, hydra"`; it reads the run's `timings:` line to show where its start-up (imports,
+data, store, Lightning) and its record go (`bench/part_process.py`).
 `--parts startup` times `lenet5-train`'s start-up in child processes; `--parts memory`
 measures resident memory (RSS) of the datamodule and of a full-MNIST `lenet5-train`;
 `--parts paper` times `--paper-updates` per-sample updates of `recipe=paper` (SDLM, batch 1)
@@ -68,9 +74,9 @@ if BENCH_DIR not in sys.path:
 from bench.common import DEFAULT_DATA, RESULTS, load, machine, remove_scratch, versions  # noqa: E402
 from bench.report import markdown  # noqa: E402
 
-PARTS = ("memory", "startup", "throughput", "paper")  # the order they run in: memory first
-DEFAULT_PARTS = {"cpu": "throughput,startup,memory", "cuda": "throughput,paper"}
-GPU_PARTS = {"throughput", "paper"}  # startup and memory measure CPU processes
+PARTS = ("memory", "startup", "process", "throughput", "paper")  # run in this order: memory first
+DEFAULT_PARTS = {"cpu": "throughput,startup,memory,process", "cuda": "throughput,paper"}
+GPU_PARTS = {"throughput", "paper"}  # startup, memory and process measure CPU processes
 
 
 def parse_ints(text: str) -> list[int]:
@@ -83,7 +89,12 @@ def arguments() -> argparse.Namespace:
                    help="updates per run: one number, or one per batch size")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-sizes", default="1,64,256")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all paths")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, all paths (process part: 0 = torch's default)",
+    )
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, all paths")
     p.add_argument("--per-step", action="store_true",
                    help="also time the project with one update per Lightning step")  # fmt: skip
@@ -96,6 +107,10 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--paper-updates", type=int, default=1280,
                    help="per-sample updates per run of the paper part")  # fmt: skip
     p.add_argument("--startup-repeats", type=int, default=3)
+    p.add_argument("--process-epochs", type=int, default=2,
+                   help="full-MNIST epochs of the process part's runs")  # fmt: skip
+    p.add_argument("--process-repeats", type=int, default=3,
+                   help="alternating pairs (project, bare) of the process part")  # fmt: skip
     p.add_argument("--out-dir", "--out", dest="out", type=Path, default=RESULTS,
                    help="where throughput.json/.md are read and written")  # fmt: skip
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")

@@ -100,14 +100,33 @@ def test_every_run_records_its_test_predictions_and_its_training_flops(quick, ne
     assert records["full"]["flops_per_sample"] == per
 
 
-def test_run_carries_what_the_ui_shows(quick, store, client):
+def test_run_carries_what_the_ui_shows(quick, store, client, caplog):
     """Short params per design choice, final metrics once at step 0 (rounded), MLflow's own
     context tags, a dirty-tree flag, dataset inputs, a description, a colour, the pictures
-    and a logged model that predicts."""
+    and a logged model that predicts; the log says where the run's seconds went."""
     import numpy as np
 
+    from lenet5.core.stages import parse
+
     extras = ["mlflow.pictures=true", "mlflow.log_model=true"]  # whatever `quick` says
-    error = run([*quick, *store, "model=modern", "model/pooling=avg", "seed=1", *extras])
+    with caplog.at_level("INFO", logger="lenet5"):
+        error = run([*quick, *store, "model=modern", "model/pooling=avg", "seed=1", *extras])
+    stages = parse(caplog.text)
+    assert list(stages) == [
+        "python+hydra",
+        "config+torch",
+        "lightning import",
+        "data",
+        "mlflow import",
+        "store",
+        "lightning setup",
+        "train",
+        "test",
+        "record",
+        "end run",
+    ]
+    assert all(v >= 0 for v in stages.values()) and stages["train"] > 0
+    assert "recorded: warm-up wait" in caplog.text and "pictures" in caplog.text
     rec = only_run(client)
     assert rec.info.run_name == "modern\u00b7data=mnist_subset\u00b7pool=avg\u00b7s1"
     params, tags, run_id = rec.data.params, rec.data.tags, rec.info.run_id

@@ -52,6 +52,7 @@ def markdown(result: dict) -> str:
         lines += throughput_markdown(result["parts"][key])
     for key, render in (
         ("paper", paper_markdown),
+        ("process", process_markdown),
         ("startup", startup_markdown),
         ("memory", memory_markdown),
     ):
@@ -169,6 +170,54 @@ def paper_markdown(pp: dict) -> list[str]:
         ),
         f"| median | **{med['updates_per_s']:.0f}** | {med['updates_per_cpu_s']:.0f} | "
         f"{med['before_first_step_seconds']:.2f} | **{med['pass_seconds']:.0f}** | |",
+        "",
+    ]
+
+
+def process_markdown(pr: dict) -> list[str]:
+    """Whole processes (bench.part_process): the ratio, and where the fixed seconds go."""
+    med, st, tg = pr["median_wall_seconds"], pr["median_stages"], pr["targets"]
+    over, record = pr["first_step_over_imports"], st["record"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    ratio = pr["median_ratio"]
+    return [
+        f"## Whole process: `lenet5-train`, {pr['epochs']} full-MNIST epochs, vs a bare loop",
+        "",
+        *part_header(pr),
+        f"Project: `{pr['commands']['project']}`  ",
+        f"Bare: `{pr['commands']['bare']}`  ",
+        f"Stack imports: `{pr['commands']['imports']}`",
+        "",
+        "| repeat | project s | bare s | project / bare | stack imports s |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {i + 1} | {p:.2f} | {b:.2f} | {p / b:.2f} | {m:.2f} |"
+            for i, (p, b, m) in enumerate(
+                zip(*(pr["wall_seconds"][k] for k in ("project", "bare", "imports")), strict=True)
+            )
+        ),
+        f"| **median** | {med['project']:.2f} | {med['bare']:.2f} | **{ratio:.2f}** "
+        f"({verdict(ratio <= tg['ratio'])}: <= {tg['ratio']}) | {med['imports']:.2f} |",
+        "",
+        "Where the project's run spends its time (medians of its `timings:` log line, "
+        "`lenet5.core.stages`; imports = python+hydra (interpreter, Hydra, compose), "
+        "config+torch, Lightning's and MLflow's imports):",
+        "",
+        "| stage | median s |",
+        "|---|---|",
+        *(f"| {k} | {v:.2f} |" for k, v in st.items()),
+        "",
+        f"Start-up to the first training step {st['to first step']:.2f} s: "
+        f"{over:+.2f} s against the stack's imports alone "
+        f"({verdict(over <= tg['first_step_over_imports_s'])}: <= "
+        f"{tg['first_step_over_imports_s']} s); inside the run, beyond its own imports (data, "
+        f"store, Lightning) {st.get('beyond imports', float('nan')):.2f} s. "
+        f"Record after the test {record:.2f} s "
+        f"({verdict(record < tg['record_s'])}: < {tg['record_s']} s). The first run, into a "
+        f"fresh store, {pr['cold_store_project_seconds']:.2f} s (not in the medians).",
         "",
     ]
 

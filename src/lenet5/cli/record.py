@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +33,117 @@ def best_val_acc(trainer) -> float | None:
     return None if value is None else float(value)
 
 
-def record(run, cfg: DictConfig, trainer, module, datamodule, result: dict) -> dict[str, float]:
-    """Log what the UI shows of a tested run; returns the seconds each part took."""
+class WarmUp:
+    """The part of recording that needs no result of the run, started in a thread beside the
+    run's test (`warm_up`): loading matplotlib and MLflow's model flavour, MLflow's map of
+    installed packages, which `log_model` scans to check the requirements given (~0.3-1 s: it
+    reads every installed distribution's file list), and the data's dataset inputs (their
+    digests hash the images). `record` waits for it; the work is the same, no longer after
+    the test."""
+
+    def __init__(self, work: list[Callable[[], object]]):
+        self.results: dict[str, object] = {}
+        self.thread = threading.Thread(
+            target=self._run, args=(work,), name="lenet5-record-warm-up", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, work) -> None:
+        for step in work:
+            try:
+                self.results[step.__name__] = step()
+            except Exception:  # the same work is done again, and fails loudly, where needed
+                log.debug("record warm-up: %s failed", step.__name__, exc_info=True)
+
+    def wait(self) -> dict[str, object]:
+        self.thread.join()
+        return self.results
+
+
+def data_source(cfg: DictConfig) -> str:
+    return str(cfg.data.get("root") or cfg.data.get("source", {}).get("_target_") or "lenet5")
+
+
+def warm_up(cfg: DictConfig, run=None, datamodule=None, module=None) -> WarmUp | None:
+    """Start the `WarmUp` of what `cfg` records (with `run`, `datamodule` and the fitted
+    `module`: its dataset inputs, for a run not resumed, and its learning curves too); None
+    where nothing recorded needs it."""
+    work = []
+    # The store is read in the calling thread; the thread only computes and draws.
+    info = run.client.get_run(run.run_id) if run is not None else None
+    if info is not None and datamodule is not None and run.resume_from is None:
+        data = info.data.tags.get("data", "data")
+
+        def datasets():
+            return runinfo.dataset_inputs(datamodule, data, data_source(cfg))
+
+        work.append(datasets)
+    if cfg.mlflow.get("pictures", True):
+        work.append(_load_pictures)
+        if info is not None and module is not None:
+            histories = metric_histories(run.client, run.run_id)
+
+            def pictures():  # the learning curves, drawn while the test runs
+                from lenet5.training.pictures import draw_fitted
+
+                folder = tempfile.TemporaryDirectory(prefix="lenet5-pictures-")
+                draw_fitted(Path(folder.name), module, histories, info.info.run_name)
+                return folder  # removed when record has logged it (or at exit)
+
+            work.append(pictures)
+    if cfg.mlflow.get("log_model", True):
+        work.append(_load_model_logging)
+    return WarmUp(work) if work else None
+
+
+def _load_pictures() -> None:
+    import io
+
+    from matplotlib.figure import Figure
+
+    from lenet5.training import pictures  # noqa: F401
+
+    fig = Figure(figsize=(1, 1))  # a first text drawn loads the font: done here, once
+    fig.text(0.5, 0.5, "0")
+    fig.savefig(io.BytesIO(), format="png", dpi=10)
+
+
+def _load_model_logging() -> None:
+    import mlflow.models.utils
+    import mlflow.pytorch  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+    from mlflow.utils import requirements_utils
+
+    # MLflow's own lazily built map (private; where a release renames it, log_model builds it).
+    prime = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if prime is not None and getattr(requirements_utils, "_PACKAGES_TO_MODULES", 0) is None:
+        prime()
+
+
+def record(
+    run,
+    cfg: DictConfig,
+    trainer,
+    module,
+    datamodule,
+    result: dict,
+    warm: WarmUp | None = None,
+) -> dict[str, float]:
+    """Log what the UI shows of a tested run (once `warm`, started by `warm_up`, has
+    finished); returns the seconds each part took."""
     spent: dict[str, float] = {}
     t = time.perf_counter()
+    ready = {}
+    if warm is not None:
+        ready = warm.wait()
+        spent["warm-up wait"] = time.perf_counter() - t
+        t = time.perf_counter()
     info = run.client.get_run(run.run_id)
     runinfo.log_final(run.client, run.run_id, result, best_val_acc(trainer))
     if run.resume_from is None:  # a resumed run has them already
-        source = cfg.data.get("root") or cfg.data.get("source", {}).get("_target_") or "lenet5"
         data = info.data.tags.get("data", "data")
-        runinfo.log_datasets(run.client, run.run_id, datamodule, data, str(source))
+        inputs = ready.get("datasets")  # None: made here
+        runinfo.log_datasets(run.client, run.run_id, datamodule, data, data_source(cfg), inputs)
     spent["final+datasets"] = time.perf_counter() - t
     t = time.perf_counter()
     log_cost(run.client, run.run_id, module, datamodule)
@@ -48,7 +151,7 @@ def record(run, cfg: DictConfig, trainer, module, datamodule, result: dict) -> d
     spent["cost+predictions"] = time.perf_counter() - t
     if cfg.mlflow.get("pictures", True):
         t = time.perf_counter()
-        log_pictures(run.client, run.run_id, module, info.info.run_name)
+        log_pictures(run.client, run.run_id, module, info.info.run_name, ready.get("pictures"))
         spent["pictures"] = time.perf_counter() - t
     if cfg.mlflow.get("log_model", True):
         t = time.perf_counter()
@@ -91,15 +194,25 @@ def log_predictions(client, run_id: str, module) -> str:
     return "predictions/test.csv"
 
 
-def log_pictures(client, run_id: str, module, name: str) -> list[str]:
-    """Draw and log the pictures of a tested module; returns their artifact paths."""
+def metric_histories(client, run_id: str) -> dict[str, list]:
+    from lenet5.training.pictures import CURVES
+
+    return {k: client.get_metric_history(run_id, k) for pair in CURVES for k in pair}
+
+
+def log_pictures(client, run_id: str, module, name: str, fitted=None) -> list[str]:
+    """Draw and log the pictures of a tested module; returns their artifact paths. `fitted`:
+    a temporary folder holding the pictures the fit alone decides, drawn beforehand."""
     # matplotlib and torch: loaded where pictures are asked for (mlflow.pictures).
     from lenet5.training import pictures
 
-    keys = [k for pair in pictures.CURVES for k in pair]
-    histories = {k: client.get_metric_history(run_id, k) for k in keys}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = pictures.draw_all(Path(tmp), module, histories, name)
+    with fitted or tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = pictures.draw_tested(folder, module, name)
+        if fitted is None:
+            files += pictures.draw_fitted(folder, module, metric_histories(client, run_id), name)
+        else:
+            files += [f for f in folder.iterdir() if f not in files]
         client.log_artifacts(run_id, tmp, "pictures")
     return [f"pictures/{f.name}" for f in files]
 

@@ -27,12 +27,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from lenet5.cli.record import best_val_acc, record
+from lenet5.cli.record import best_val_acc, record, warm_up
 from lenet5.core.configs import register_resolvers
 from lenet5.core.errors import UserError
 from lenet5.core.names import DEVICE, N_PARAMS, TEST_ERROR
 from lenet5.core.paths import CONF_DIR, split_login
 from lenet5.core.process import environ, interrupts
+from lenet5.core.stages import Laps
 from lenet5.tracking import parent
 from lenet5.tracking.resume import resume_config
 from lenet5.tracking.runinfo import ROUND
@@ -82,22 +83,45 @@ def execute(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
 
 def train(cfg: DictConfig, choices: dict, overrides: list[str]) -> Outcome:
     """Train and test one configuration in its MLflow run."""
+    clock = Laps(first="python+hydra")  # where the fixed seconds go, logged at the end
     with interrupts(), http_retries(cfg.mlflow), ExitStack() as scope:
         with refusals_recorded(cfg, choices):  # refused up front: before any run is opened
             validate(cfg)  # before torch and Lightning load: a bad value answers in a second
+            clock.lap("config+torch")  # validate imports torch for the blocks' checks
             from lenet5.training import build  # torch and Lightning, once the config is valid
 
+            clock.lap("lightning import")
             scope.enter_context(build.process_settings(cfg))
             datamodule, module = build.prepare(cfg)
+            clock.lap("data")
+            import mlflow  # noqa: F401  (timed apart from the store's own imports and checks)
+
+            clock.lap("mlflow import")
         with tracked_run(cfg, choices, overrides) as run:
+            clock.lap("store")
             if run.resume_from is None:
                 run.client.log_metric(run.run_id, N_PARAMS, build.n_params(module))
             trainer = build.build_trainer(cfg, run.checkpoint_dir, logger=mlflow_logger(run))
             run.client.set_tag(run.run_id, DEVICE, build.device_name(trainer))
             # A table per job would bury a sweep's progress lines.
             verbose = parent.current() is None
-            result = build.fit_and_test(trainer, module, datamodule, run.resume_from, verbose)
-            record(run, cfg, trainer, module, datamodule, result)  # metrics, pictures, model
+            warm = []
+
+            def before_test():
+                clock.lap("lightning setup", at=module.train_started_at)
+                clock.lap("train")
+                # Beside the test: what recording needs no result for.
+                warm.append(warm_up(cfg, run, datamodule, module))
+
+            result = build.fit_and_test(
+                trainer, module, datamodule, run.resume_from, verbose, before_test
+            )
+            clock.lap("test")
+            # metrics, pictures, model
+            record(run, cfg, trainer, module, datamodule, result, warm[0] if warm else None)
+            clock.lap("record")
+    clock.lap("end run")
+    log.info(clock.line())
     log.info("test error %.4f (run %s)", result[TEST_ERROR], run.run_id)
     val_acc = best_val_acc(trainer)  # as final/val_acc records it: a replay hands back the same
     return Outcome(result[TEST_ERROR], None if val_acc is None else round(val_acc, ROUND))

@@ -205,9 +205,27 @@ def ui_tags(cfg: DictConfig, tags: dict[str, str], overrides: list[str], groups)
     }
 
 
-def log_datasets(client, run_id: str, datamodule, name: str, source: str | None) -> None:
+def log_datasets(
+    client, run_id: str, datamodule, name: str, source: str | None, inputs: list | None = None
+) -> None:
     """The data's splits as MLflow dataset inputs (name, digest, shapes) in the contexts
-    training, validation and test."""
+    training, validation and test (`inputs`: `dataset_inputs` made beforehand)."""
+    if inputs is None:
+        inputs = dataset_inputs(datamodule, name, source)
+    if inputs:
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+        except Exception as e:
+            # Runs logging the same dataset at once race to create its row on a server's
+            # database (PostgreSQL: unique violation on dataset_pk; seen with 2 Slurm tasks):
+            # the row exists now, so once more links this run to it.
+            log.info("log_inputs of run %s again after: %s", run_id, str(e)[:200])
+            client.log_inputs(run_id, datasets=inputs)
+
+
+def dataset_inputs(datamodule, name: str, source: str | None) -> list:
+    """The MLflow dataset inputs of the data's splits (their digests hash the images: ~0.1-0.2
+    s for MNIST), not yet logged."""
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
@@ -227,15 +245,7 @@ def log_datasets(client, run_id: str, datamodule, name: str, source: str | None)
         inputs.append(
             DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
         )
-    if inputs:
-        try:
-            client.log_inputs(run_id, datasets=inputs)
-        except Exception as e:
-            # Runs logging the same dataset at once race to create its row on a server's
-            # database (PostgreSQL: unique violation on dataset_pk; seen with 2 Slurm tasks):
-            # the row exists now, so once more links this run to it.
-            log.info("log_inputs of run %s again after: %s", run_id, str(e)[:200])
-            client.log_inputs(run_id, datasets=inputs)
+    return inputs
 
 
 def log_final(client, run_id: str, result: dict, best_val_acc: float | None) -> dict:

@@ -9,7 +9,7 @@ run (`lenet5.tracking.runs.tracked_run`) and hands its logger and checkpoint fol
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -133,10 +133,20 @@ def device_name(trainer: pl.Trainer) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def fit_and_test(trainer, module, datamodule, resume_from: Path | None, verbose: bool) -> dict:
+def fit_and_test(
+    trainer,
+    module,
+    datamodule,
+    resume_from: Path | None,
+    verbose: bool,
+    before_test: Callable[[], None] | None = None,
+) -> dict:
     """Fit (from `resume_from`'s checkpoint where given), then test the best checkpoint where
-    one is monitored and saved (none before a first validation); the test's metrics."""
+    one is monitored and saved (none before a first validation); the test's metrics.
+    `before_test` is called between the two."""
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if before_test is not None:
+        before_test()
     best = trainer.checkpoint_callback
     use_best = best is not None and best.monitor is not None and best.best_model_path
     (result,) = trainer.test(

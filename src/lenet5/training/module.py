@@ -21,6 +21,7 @@ An optimizer with a curvature estimate (SDLM, `lenet5.training.sdlm`) re-estimat
 (appendix C) on samples drawn by `curvature_sample(n, epoch)`; other optimizers skip that.
 """
 
+import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -73,11 +74,13 @@ class LeNet5Module(pl.LightningModule):
         self.samples_seen = 0  # training samples, over every epoch (kept in checkpoints)
         self.samples_trained = 0  # samples_seen when fit ended (testing the best reloads it)
         self.plain_updates = False  # set per fit in on_train_start
+        self.train_started_at: float | None = None  # perf_counter before the first batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def on_train_start(self) -> None:
+        self.train_started_at = time.perf_counter()  # where start-up ends (core.stages)
         self.plain_updates = (
             not self.automatic_optimization
             and self._hooks_are_no_ops()

@@ -120,21 +120,32 @@ def bitmaps(path: Path, images: torch.Tensor, cols: int, title: str) -> None:
 
 def draw_all(folder: Path, module, histories: dict[str, list], name: str) -> list[Path]:
     """Every picture of a tested module into `folder`; returns the files written."""
-    model = module.model
+    return draw_tested(folder, module, name) + draw_fitted(folder, module, histories, name)
+
+
+def draw_tested(folder: Path, module, name: str) -> list[Path]:
+    """The pictures the test decides: its confusion matrix and misclassified digits, and C1's
+    filters of the weights it tested (the best checkpoint's)."""
     written = []
     if module.confusion is not None:
         written.append(folder / "confusion_matrix.png")
         confusion_matrix(written[-1], module.confusion, f"{name}: test confusion matrix")
     written.append(folder / "misclassified.png")
     misclassified(written[-1], module.misclassified, f"{name}: misclassified test digits")
-    written.append(folder / "learning_curves.png")
-    learning_curves(written[-1], histories, f"{name}: learning curves")
-    c1 = getattr(model, "c1", None)
+    c1 = getattr(module.model, "c1", None)
     if c1 is not None:
         w = c1.weight.detach().cpu()  # (6, in, 5, 5): one picture per (filter, channel 0)
         written.append(folder / "c1_filters.png")
         bitmaps(written[-1], w[:, 0], 6, f"{name}: C1's 6 learned 5x5 filters")
-    centres = getattr(getattr(model, "head", None), "centres", None)
+    return written
+
+
+def draw_fitted(folder: Path, module, histories: dict[str, list], name: str) -> list[Path]:
+    """The pictures fitting alone decides, which can be drawn before the test: the learning
+    curves and, for the RBF head, its fixed prototypes."""
+    written = [folder / "learning_curves.png"]
+    learning_curves(written[-1], histories, f"{name}: learning curves")
+    centres = getattr(getattr(module.model, "head", None), "centres", None)
     if centres is not None:
         protos = centres.detach().cpu().reshape(-1, BITMAP_HEIGHT, BITMAP_WIDTH)
         written.append(folder / "rbf_prototypes.png")
