@@ -1,0 +1,152 @@
+"""Cohorts (`hydra/launcher=cohort`): a sweep's jobs that differ only in the seed or the
+optimizer train in one process as one stacked model, and each member's run is its solo run.
+
+The fast tier trains members and solo runs of the same configs in this process and compares
+what they record, step by step; the grouping is checked on composed configs; one in-process
+sweep checks the launcher's records. The slow tier runs the issue's 12-job command.
+"""
+
+import logging
+import math
+import re
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lenet5.cli import train as cli
+from lenet5.cli.cohort import group, in_cohort
+from lenet5.core.paths import local_path
+
+# 2 epochs of 2 chunks (32 updates of 64 digits an epoch), train/loss at every chunk.
+SHORT = [
+    "data=mnist_subset",
+    "data.source.test_size=200",
+    "data.val_size=200",
+    "trainer.max_epochs=2",
+    "++trainer.limit_train_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "mlflow.pictures=false",
+    "mlflow.log_model=false",
+]
+HISTORIES = ("train/loss", "val/loss", "val/acc", "test/error", "test/loss", "epoch")
+# Tags that say where and when a run ran, not what it computed.
+CONTEXT_TAGS = re.compile(r"mlflow\.(source|user|runName|note)|lenet5\.(heartbeat|pid|host|cohort)")
+
+
+def runs_by_seed_and_lr(client: MlflowClient):
+    exp = client.get_experiment_by_name("test")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    out: dict = {}
+    for r in runs:
+        key = (r.data.params["seed"], r.data.params["optimizer.lr"])
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def last_weights(run) -> dict[str, torch.Tensor]:
+    ckpt = local_path(run.info.artifact_uri) / "checkpoints" / "last.ckpt"
+    return torch.load(ckpt, weights_only=False)["state_dict"]
+
+
+def assert_same_record(client: MlflowClient, member, solo, rel=1e-5, weights_atol=1e-4) -> None:
+    """The member's run records what its solo run does: params, tags (less where and when it
+    ran), every metric at every step within `rel`, its last weights within `weights_atol`."""
+    assert member.data.params == solo.data.params
+    tags = lambda r: {k: v for k, v in r.data.tags.items() if not CONTEXT_TAGS.match(k)}  # noqa: E731
+    assert tags(member) == tags(solo)
+    assert member.data.metrics.keys() == solo.data.metrics.keys()
+    for key in HISTORIES:
+        a = [(m.step, m.value) for m in client.get_metric_history(member.info.run_id, key)]
+        b = [(m.step, m.value) for m in client.get_metric_history(solo.info.run_id, key)]
+        assert [s for s, _ in a] == [s for s, _ in b], key
+        assert all(
+            math.isclose(x, y, rel_tol=rel, abs_tol=1e-6)
+            for (_, x), (_, y) in zip(a, b, strict=True)
+        ), (
+            key,
+            a,
+            b,
+        )
+    wa, wb = last_weights(member), last_weights(solo)
+    for name in wa:
+        d = (wa[name] - wb[name]).abs()
+        # vmap's convolutions round differently from the solo run's: ~1e-7 per weight, but
+        # Adam divides by sqrt(v), so a weight whose gradient is near 0 can move ~1e-5 apart.
+        assert d.max() <= weights_atol and d.mean() <= 1e-7, (name, d.max(), d.mean())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ["model=paper", "optimizer=adam"],
+        ["model=modern", "optimizer=sgd_momentum"],
+        ["model=modern", "optimizer=sgd", "augment=paper"],  # distortions: each member's own
+    ],
+    ids=["paper-adam", "modern-sgd_momentum", "modern-sgd-distorted"],
+)
+def test_members_record_what_their_solo_runs_do(config, store, client, tmp_path, caplog):
+    members = [["seed=0", "optimizer.lr=0.001"], ["seed=1", "optimizer.lr=0.003"]]
+    base = [*SHORT, *store, *config, f"hydra.run.dir={tmp_path}/hydra"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        errors = in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+    (rounds,) = re.findall(r"cohort c0: (\d+) rounds of stacked updates", caplog.text)
+    assert int(rounds) == 2 * 2  # every chunk of both epochs stacked
+    solo = [cli.run(base + m) for m in members]
+    assert errors == pytest.approx(solo, abs=1e-6)
+    runs = runs_by_seed_and_lr(client)
+    assert len(runs) == 2
+    for member, solo_run in runs.values():
+        assert member.data.tags["lenet5.cohort"] == "c0"
+        assert "lenet5.cohort" not in solo_run.data.tags
+        assert member.info.status == solo_run.info.status == "FINISHED"
+        assert_same_record(client, member, solo_run)
+
+
+def test_members_that_draw_at_random_compute_their_own_updates(store, client, tmp_path, caplog):
+    """Dropout draws from torch's global generator: each member computes its own updates,
+    under its own generator's state (swapped with its turn), and equals its solo run exactly."""
+    members = [["seed=0", "optimizer.lr=0.001"], ["seed=1", "optimizer.lr=0.003"]]
+    base = [*SHORT, *store, "model=modern", "model/dropout=p0.5", f"hydra.run.dir={tmp_path}/h"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+    assert "computes its own updates: layer dropout (Dropout) is not functional" in caplog.text
+    for m in members:
+        cli.run(base + m)
+    for member, solo_run in runs_by_seed_and_lr(client).values():
+        assert_same_record(client, member, solo_run, rel=0, weights_atol=0)
+
+
+def composed(*overrides: str):
+    return cli.compose(["data=mnist_subset", *overrides])
+
+
+def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
+    configs = [
+        composed("model=paper", "seed=0"),  # 0
+        composed("model=paper", "seed=1", "optimizer.lr=0.003"),  # 1
+        composed("model=modern", "seed=0"),  # 2
+        composed("model=paper", "seed=2", "optimizer=sgd_momentum"),  # 3
+        composed("model=modern", "seed=1", "optimizer.lr=0.003"),  # 4
+        composed("model=paper", "data.batch_size=32"),  # 5
+        composed("model=paper", "trainer.max_epochs=3"),  # 6
+        composed("model=paper", "data.chunk_size=64"),  # 7: Lightning's own updates
+        composed("model=paper", "resume=abc"),  # 8
+        composed("model=paper", "seed=3", "scheduler=paper"),  # 9
+    ]
+    plans = group(configs, max_members=32)
+    members = [m for m, _ in plans]
+    assert members == [[0, 1, 3, 9], [2, 4], [5], [6], [7], [8]]
+    why = dict(zip(map(tuple, members), (w for _, w in plans), strict=True))
+    assert why[(0, 1, 3, 9)] == "4 members"
+    assert why[(2, 4)].startswith("2 members; apart from the first cohort in model.")
+    assert "model.activation._target_" in why[(2, 4)]
+    assert why[(5,)] == "1 member; apart from the first cohort in data.batch_size"
+    assert why[(6,)] == "1 member; apart from the first cohort in trainer.max_epochs"
+    assert why[(7,)].startswith("runs alone: data.chunk_size=64: one update per Lightning step")
+    assert why[(8,)] == "runs alone: resume=abc continues one run"
+    # max_members bounds a cohort; the rest form another, saying why.
+    plans = group(configs[:2] + configs[3:4], max_members=2)
+    assert plans == [([0, 1], "2 members"), ([2], "1 member; max_members=2 splits it")]
