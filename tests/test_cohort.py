@@ -14,6 +14,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+# The in-process sweep of tests/test_sweep.py (its fixtures) and how it reads a sweep's record.
+from test_sweep import multirun, parent_and_children, sweep_client  # noqa: F401
+
 from lenet5.cli import train as cli
 from lenet5.cli.cohort import group, in_cohort
 from lenet5.core.paths import local_path
@@ -150,3 +153,113 @@ def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
     # max_members bounds a cohort; the rest form another, saying why.
     plans = group(configs[:2] + configs[3:4], max_members=2)
     assert plans == [([0, 1], "2 members"), ([2], "1 member; max_members=2 splits it")]
+
+
+def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
+    """A member whose loss becomes infinite ends FAILED with its reason; the other goes on,
+    stacked until then and alone after, and still equals its solo run."""
+    members = [["seed=0", "optimizer.lr=0.01"], ["seed=1", "optimizer.lr=1e12"]]
+    base = [*SHORT, *store, "model=modern", "optimizer=sgd", f"hydra.run.dir={tmp_path}/h"]
+    with pytest.raises(FloatingPointError, match="training loss became"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+    cli.run(base + members[0])
+    runs = runs_by_seed_and_lr(client)
+    (diverged,) = runs[("1", "1000000000000.0")]
+    assert diverged.info.status == "FAILED"
+    assert "training loss became" in diverged.data.tags["failure_reason"]
+    member, solo_run = runs[("0", "0.01")]
+    assert_same_record(client, member, solo_run)
+
+
+def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client, tmp_path):  # noqa: F811
+    """`lenet5-train -m hydra/launcher=cohort`: the jobs of each network form a cohort; every
+    job has its Hydra folder and log, and a FINISHED child run tagged with its cohort."""
+    message, output = multirun(
+        "hydra/launcher=cohort", "data.chunk_size=128", "model=paper,modern", "seed=0,1"
+    )
+    assert message is None, output
+    assert "Launching 4 jobs in 2 cohorts" in output
+    assert "cohort c0 (#0, #1): 2 members" in output
+    assert "cohort c2 (#2, #3): 2 members; apart from the first cohort in model." in output
+    parent, children = parent_and_children(sweep_client)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["children_finished"] == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
+    cohorts = {
+        (c.data.tags["preset"], c.data.tags["seed"]): c.data.tags["lenet5.cohort"] for c in children
+    }
+    assert cohorts == {
+        ("paper", "0"): "c0",
+        ("paper", "1"): "c0",
+        ("modern", "0"): "c2",
+        ("modern", "1"): "c2",
+    }
+    for job in range(4):
+        folder = tmp_path / "hydra" / str(job)
+        assert (folder / ".hydra" / "overrides.yaml").is_file()
+        (log,) = folder.glob("*.log")  # the job's own lines only: its own run id
+        run_ids = set(re.findall(r"\(run ([0-9a-f]{32})\)", log.read_text()))
+        assert len(run_ids) == 1 and run_ids <= {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path):
+    """Issue 23's first "done when", from the shell: 12 FINISHED children in 2 cohorts of 6,
+    each with its per-epoch metrics and a solo run's record, and the modern seed=1 lr=0.003
+    member's test error within 0.003 of its solo run's."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    store = [
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_root={tmp_path}/artifacts",
+        "trainer.enable_progress_bar=false",
+    ]
+    sweep = ["hydra/launcher=cohort", "data=mnist_subset", "model=paper,modern", "seed=0,1,2"]
+    proc = lenet5_train(
+        "-m", *sweep, "optimizer.lr=0.001,0.003", *store, f"hydra.sweep.dir={tmp_path}/sweep"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 12 jobs in 2 cohorts" in proc.stdout + proc.stderr
+    solo = ["data=mnist_subset", "model=modern", "seed=1", "optimizer.lr=0.003"]
+    proc = lenet5_train(*solo, *store, f"hydra.run.dir={tmp_path}/solo")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("lenet5")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("lenet5.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (solo_run,) = [r for r in runs if r not in children and r != parent]
+    assert parent.info.status == "FINISHED" and len(children) == 12
+    assert {c.info.status for c in children} == {"FINISHED"}
+    cohorts: dict[str, set] = {}
+    for c in children:
+        cohorts.setdefault(c.data.tags["lenet5.cohort"], set()).add(c.data.tags["preset"])
+    assert sorted(map(sorted, cohorts.values())) == [["modern"], ["paper"]]
+    assert sorted(sum(c.data.tags["lenet5.cohort"] == k for c in children) for k in cohorts) == [
+        6,
+        6,
+    ]
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val/acc")]
+        assert len(steps) == 10 and steps == sorted(steps)  # one per epoch
+        assert {"final/test_error", "final/val_acc", "n_params"} <= c.data.metrics.keys()
+        contexts = {i.tags[0].value for i in c.inputs.dataset_inputs if i.tags}
+        assert contexts == {"training", "validation", "test"}
+        artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"checkpoints", "pictures", "config.yaml", "overrides.yaml"} <= artifacts
+        ckpts = {a.path for a in client.list_artifacts(c.info.run_id, "checkpoints")}
+        assert ckpts == {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
+    (member,) = [
+        c
+        for c in children
+        if (c.data.tags["preset"], c.data.params["seed"], c.data.params["optimizer.lr"])
+        == ("modern", "1", "0.003")
+    ]
+    assert member.data.params == solo_run.data.params
+    error, solo_error = member.data.metrics["test/error"], solo_run.data.metrics["test/error"]
+    assert abs(error - solo_error) <= 0.003, (error, solo_error)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{member.info.run_id}/model")
+    assert model.predict(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 10)

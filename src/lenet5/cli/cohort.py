@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,17 +206,44 @@ def run_cohort(
         return [_solo(cfgs[0], hydra_context, task_function)]
 
     def job(cfg: DictConfig):
-        return lambda: run_job(
-            hydra_context=hydra_context,
-            task_function=task_function,
-            config=cfg,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-            # Hydra's logging setup is process-wide: the cohort's, not each member's.
-            configure_logging=False,
-        )
+        def run() -> JobReturn:
+            with member_log(cfg):
+                return run_job(
+                    hydra_context=hydra_context,
+                    task_function=task_function,
+                    config=cfg,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                    # Hydra's logging setup is process-wide: the cohort's (member_log instead)
+                    configure_logging=False,
+                )
+
+        return run
 
     return in_cohort(cohort_id, [job(cfg) for cfg in cfgs], stack)
+
+
+@contextmanager
+def member_log(cfg: DictConfig) -> Iterator[None]:
+    """What this thread logs, also written to the job's own log file, where Hydra's job
+    logging would put it (<job folder>/<job name>.log)."""
+    folder = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")))
+    folder = folder / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / f"{cfg.hydra.job.name}.log")
+    fmt = OmegaConf.select(cfg, "hydra.job_logging.formatters.simple.format")
+    handler.setFormatter(
+        logging.Formatter(fmt or "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    )
+    thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == thread)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def in_cohort(cohort_id: str, jobs: list[Callable[[], Any]], stack: bool = True) -> list[Any]:
