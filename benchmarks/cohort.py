@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/cohort.py [--members 10] [--repeats 2] [--threads 1]
         [--parts batch64,per_sample] [--updates64 208] [--updates1 1280]
-        [--data mnist|subset] [--data-dir DIR] [--out-dir benchmarks/results]
+        [--data mnist|subset] [--data-dir DIR] [--stack auto|true] [--fresh]
+        [--out-dir benchmarks/results]
 
 Not part of the test suite. K runs that differ only in the seed (seeds 0..K-1) train, in one
 process, (a) one after another (`lenet5.cli.train.run`, what the basic launcher runs) and
@@ -11,15 +12,18 @@ members' updates stacked by vmap). Each run makes a fixed number of updates
 (`+trainer.max_steps`, no validation) and is timed from the inside by `bench.timing.StepTimer`:
 
 - one after another: the sum over runs of (first training step -> last training step's end);
-- cohort: from the last member's first training step (the first stacked round waits for
-  every member) to the first member's last training step's end (the last round computed
-  every member's updates).
+- cohort, stacked: from the last member's first training step (the first stacked round waits
+  for every member) to the first member's last training step's end (the last round computed
+  every member's updates); where the members took whole turns instead (stack=auto on a CPU
+  at batch 64), the sum as above.
 
 Member-samples/s = K x updates x batch / those seconds (so per-run set-up, the test and the
 record are left out of both). `run_s` is the whole wall of the K runs, set-up and records
 included. Parts: `batch64` (model=paper, Adam, batch 64) and `per_sample` (recipe=paper: SDLM,
 one update per digit, the paper's schedule). The modes alternate (a, b, a, b, ...) so the
-machine's load hits both alike. Results: cohort.json and cohort.md in --out-dir.
+machine's load hits both alike. `--stack` is the launcher's `hydra.launcher.stack` (auto: on a
+CPU only per-sample updates are stacked). Results: cohort.json and cohort.md in --out-dir; a
+part measured by an earlier command stays there (with its command) unless `--fresh`.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def run_mode(args, part: str, mode: str, store: Path) -> dict:
     t0 = time.perf_counter()
     with quiet():
         if mode == "cohort":
-            errors = in_cohort("bench", [lambda c=c: run(c) for c in cmds])
+            errors = in_cohort("bench", [lambda c=c: run(c) for c in cmds], stack=args.stack)
         else:
             errors = [run(c) for c in cmds]
     wall = time.perf_counter() - t0
@@ -101,11 +105,12 @@ def run_mode(args, part: str, mode: str, store: Path) -> dict:
     for t in stamps:
         if t["updates"] != updates:
             raise RuntimeError(f"{mode} made {t['updates']} updates, expected {updates}")
-    if mode == "cohort":
-        start = max(t["first_step"]["perf"] for t in stamps)
-        seconds = min(t["last_batch_end"]["perf"] for t in stamps) - start
-    else:
-        seconds = sum(t["last_batch_end"]["perf"] - t["first_step"]["perf"] for t in stamps)
+    firsts = [t["first_step"]["perf"] for t in stamps]
+    lasts = [t["last_batch_end"]["perf"] for t in stamps]
+    if mode == "cohort" and max(firsts) < min(lasts):  # in step: stacked rounds
+        seconds = min(lasts) - max(firsts)
+    else:  # one after another (or members taking whole turns: stack=auto at batch 64)
+        seconds = sum(b - a for a, b in zip(firsts, lasts, strict=True))
     samples = args.members * updates * batch
     return {
         "seconds": seconds,
@@ -154,6 +159,10 @@ def render(result: dict) -> str:
         lines.append(f"| {part} | {ratio['training']:.2f}x | {ratio['run_s']:.2f}x |")
     same = result.get("same_test_errors")
     lines += ["", f"Members' test errors equal to their runs one after another: {same}", ""]
+    for key, when in result.get("earlier", {}).items():
+        lines.append(
+            f"Part {key}: measured by `{when['command']}` on {when['date']} (load {when['load']})."
+        )
     return "\n".join(lines)
 
 
@@ -167,8 +176,11 @@ def main() -> None:
     p.add_argument("--updates1", type=int, default=1280)
     p.add_argument("--data", choices=("mnist", "subset"), default="mnist")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--stack", choices=("auto", "true"), default="auto")
     p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--fresh", action="store_true", help="drop the parts already in cohort.json")
     args = p.parse_args()
+    args.stack = args.stack == "true" or "auto"
     quiet_process(args.threads)
     result = {
         "command": shlex.join(["python", "benchmarks/cohort.py", *sys.argv[1:]]),
@@ -181,7 +193,18 @@ def main() -> None:
         "ratios": {},
     }
     same = True
+    out = Path(args.out_dir)
+    earlier = out / "cohort.json"
+    if earlier.is_file() and not args.fresh:  # parts measured by other commands, kept
+        old = json.loads(earlier.read_text())
+        result["earlier"] = {
+            key: {"command": old["command"], "date": old["date"], "load": old["load_before"]}
+            for key in old["parts"]
+        } | old.get("earlier", {})
+        for key in ("parts", "ratios"):
+            result[key].update(old[key])
     for part in args.parts.split(","):
+        key = f"{part} (stack={'true' if args.stack is True else 'auto'})"
         reps: dict[str, list] = {"one_after_another": [], "cohort": []}
         for _ in range(args.repeats):
             for mode in reps:
@@ -194,8 +217,9 @@ def main() -> None:
                 print(part, mode, {k: v for k, v in reps[mode][-1].items() if k != "test_errors"})
                 remove_scratch()
         pairs = list(zip(reps["cohort"], reps["one_after_another"], strict=True))
-        result["parts"][part] = reps
-        result["ratios"][part] = {
+        result["parts"][key] = reps
+        result.get("earlier", {}).pop(key, None)
+        result["ratios"][key] = {
             "training": statistics.median(o["seconds"] / c["seconds"] for c, o in pairs),
             "run_s": statistics.median(o["run_s"] / c["run_s"] for c, o in pairs),
         }
@@ -207,7 +231,6 @@ def main() -> None:
             )
     result["same_test_errors"] = "yes (within 0.003)" if same else "NO"
     result["load_after"] = load()
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cohort.json").write_text(json.dumps(result, indent=1))
     (out / "cohort.md").write_text(render(result))

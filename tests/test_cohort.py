@@ -87,14 +87,17 @@ def assert_same_record(client: MlflowClient, member, solo, rel=1e-5, weights_ato
         ["model=paper", "optimizer=adam"],
         ["model=modern", "optimizer=sgd_momentum"],
         ["model=modern", "optimizer=sgd", "augment=paper"],  # distortions: each member's own
+        # the paper's recipe: SDLM (curvature per pass), its eta schedule, one digit per update
+        ["recipe=paper", "data.chunk_size=16"],
     ],
-    ids=["paper-adam", "modern-sgd_momentum", "modern-sgd-distorted"],
+    ids=["paper-adam", "modern-sgd_momentum", "modern-sgd-distorted", "paper-recipe"],
 )
 def test_members_record_what_their_solo_runs_do(config, store, client, tmp_path, caplog):
-    members = [["seed=0", "optimizer.lr=0.001"], ["seed=1", "optimizer.lr=0.003"]]
+    lrs = ("0.0001", "0.00005") if "recipe=paper" in config else ("0.001", "0.003")
+    members = [["seed=0", f"optimizer.lr={lrs[0]}"], ["seed=1", f"optimizer.lr={lrs[1]}"]]
     base = [*SHORT, *store, *config, f"hydra.run.dir={tmp_path}/hydra"]
     with caplog.at_level(logging.INFO, logger="lenet5"):
-        errors = in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+        errors = in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
     (rounds,) = re.findall(r"cohort c0: (\d+) rounds of stacked updates", caplog.text)
     assert int(rounds) == 2 * 2  # every chunk of both epochs stacked
     solo = [cli.run(base + m) for m in members]
@@ -114,11 +117,31 @@ def test_members_that_draw_at_random_compute_their_own_updates(store, client, tm
     members = [["seed=0", "optimizer.lr=0.001"], ["seed=1", "optimizer.lr=0.003"]]
     base = [*SHORT, *store, "model=modern", "model/dropout=p0.5", f"hydra.run.dir={tmp_path}/h"]
     with caplog.at_level(logging.INFO, logger="lenet5"):
-        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
     assert "computes its own updates: layer dropout (Dropout) is not functional" in caplog.text
     for m in members:
         cli.run(base + m)
     for member, solo_run in runs_by_seed_and_lr(client).values():
+        assert_same_record(client, member, solo_run, rel=0, weights_atol=0)
+
+
+def test_on_a_cpu_auto_stacks_per_sample_updates_only(store, client, tmp_path, caplog):
+    """stack=auto (the launcher's default): at batch 64 on a CPU the members take turns, each
+    computing its own updates (exactly its solo run); per-sample updates are stacked."""
+    members = [["seed=0"], ["seed=1"]]
+    base = [*SHORT, *store, "model=modern", f"hydra.run.dir={tmp_path}/h"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+        per_sample = [*base, "data.batch_size=1", "data.chunk_size=16"]
+        in_cohort("c1", [lambda s=s: cli.run([*per_sample, f"seed={s}"]) for s in (2, 3)])
+    assert "cohort c0: 0 rounds of stacked updates" in caplog.text
+    assert "computes its own updates: on a CPU at 64 samples per update" in caplog.text
+    assert "cohort c1: 4 rounds of stacked updates" in caplog.text
+    for m in members:
+        cli.run(base + m)
+    runs = runs_by_seed_and_lr(client)
+    for seed in ("0", "1"):
+        member, solo_run = runs[(seed, "0.001")]
         assert_same_record(client, member, solo_run, rel=0, weights_atol=0)
 
 
@@ -161,7 +184,7 @@ def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
     members = [["seed=0", "optimizer.lr=0.01"], ["seed=1", "optimizer.lr=1e12"]]
     base = [*SHORT, *store, "model=modern", "optimizer=sgd", f"hydra.run.dir={tmp_path}/h"]
     with pytest.raises(FloatingPointError, match="training loss became"):
-        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
     cli.run(base + members[0])
     runs = runs_by_seed_and_lr(client)
     (diverged,) = runs[("1", "1000000000000.0")]
@@ -175,7 +198,11 @@ def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client,
     """`lenet5-train -m hydra/launcher=cohort`: the jobs of each network form a cohort; every
     job has its Hydra folder and log, and a FINISHED child run tagged with its cohort."""
     message, output = multirun(
-        "hydra/launcher=cohort", "data.chunk_size=128", "model=paper,modern", "seed=0,1"
+        "hydra/launcher=cohort",
+        "hydra.launcher.stack=true",
+        "data.chunk_size=128",
+        "model=paper,modern",
+        "seed=0,1",
     )
     assert message is None, output
     assert "Launching 4 jobs in 2 cohorts" in output
@@ -203,10 +230,12 @@ def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client,
 
 
 @pytest.mark.slow
-def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path):
+@pytest.mark.parametrize("stack", ["auto", "true"])
+def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path, stack):
     """Issue 23's first "done when", from the shell: 12 FINISHED children in 2 cohorts of 6,
     each with its per-epoch metrics and a solo run's record, and the modern seed=1 lr=0.003
-    member's test error within 0.003 of its solo run's."""
+    member's test error within 0.003 of its solo run's. `auto` (the default) does not stack
+    batch-64 updates on a CPU; `true` does."""
     import mlflow.pyfunc
     import numpy as np
 
@@ -215,7 +244,8 @@ def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path):
         f"mlflow.artifact_root={tmp_path}/artifacts",
         "trainer.enable_progress_bar=false",
     ]
-    sweep = ["hydra/launcher=cohort", "data=mnist_subset", "model=paper,modern", "seed=0,1,2"]
+    sweep = ["hydra/launcher=cohort", f"hydra.launcher.stack={stack}", "data=mnist_subset"]
+    sweep += ["model=paper,modern", "seed=0,1,2"]
     proc = lenet5_train(
         "-m", *sweep, "optimizer.lr=0.001,0.003", *store, f"hydra.sweep.dir={tmp_path}/sweep"
     )
@@ -263,3 +293,45 @@ def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path):
     mlflow.set_tracking_uri(client.tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{member.info.run_id}/model")
     assert model.predict(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 10)
+
+
+@pytest.mark.slow  # a sweep, then its relaunch
+def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
+    multirun,  # noqa: F811
+    sweep_client,  # noqa: F811
+    monkeypatch,
+):
+    """SIGTERM (sent to this process from a member's thread, in the second epoch) stops the
+    cohort: every member's run ends KILLED with its last checkpoint, and relaunching the same
+    command continues both in their own runs."""
+    import signal
+
+    from lenet5.training.module import LeNet5Module
+
+    sent = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 1) and not sent:
+            sent.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    args = ["hydra/launcher=cohort", "data.chunk_size=128", "seed=0,1", "trainer.max_epochs=2"]
+    with monkeypatch.context() as m:
+        m.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
+        message, output = multirun(*args)
+    assert message is not None, output[-3000:]
+    parent, children = parent_and_children(sweep_client)
+    assert parent.info.status == "KILLED"
+    assert len(children) == 2 and {c.info.status for c in children} == {"KILLED"}
+    assert all("interrupted" in c.data.tags["failure_reason"] for c in children)
+    message, output = multirun(*args)
+    assert message is None, output[-3000:]
+    for c in children:
+        assert f"continuing run {c.info.run_id} from its last checkpoint" in output
+    parent2, children2 = parent_and_children(sweep_client)
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    assert {c.info.run_id for c in children2} == {c.info.run_id for c in children}
+    assert {c.info.status for c in children2} == {"FINISHED"}
+    for c in children2:
+        steps = [m.step for m in sweep_client.get_metric_history(c.info.run_id, "val/acc")]
+        assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0

@@ -108,9 +108,12 @@ def group(configs: list[DictConfig], max_members: int) -> list[tuple[list[int], 
 class CohortLauncher(Launcher):
     """`max_members`: most members in one cohort (memory, and each member's copy of the
     data). `n_jobs`: cohorts at a time, each in its own process (1: in this process).
-    `stack`: false runs a cohort's members in turn without stacking their updates."""
+    `stack`: auto (stack on a GPU, and on a CPU only per-sample updates), true, or false (the
+    members take turns, each computing its own updates: their solo runs' exact arithmetic)."""
 
-    def __init__(self, max_members: int = 32, n_jobs: int = 1, stack: bool = True) -> None:
+    def __init__(self, max_members: int = 32, n_jobs: int = 1, stack: bool | str = "auto"):
+        if stack not in (True, False, "auto"):
+            raise ValueError(f"hydra.launcher.stack={stack!r}: choose auto, true or false")
         self.max_members, self.n_jobs, self.stack = max_members, n_jobs, stack
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -195,7 +198,7 @@ def run_cohort(
     cfgs: list[DictConfig],
     hydra_context: HydraContext,
     task_function: TaskFunction,
-    stack: bool = True,
+    stack: bool | str = "auto",
     singleton_state: dict | None = None,
 ) -> list[JobReturn]:
     """Run one cohort's jobs (a single one as Hydra's basic launcher would); their returns."""
@@ -246,7 +249,9 @@ def member_log(cfg: DictConfig) -> Iterator[None]:
         handler.close()
 
 
-def in_cohort(cohort_id: str, jobs: list[Callable[[], Any]], stack: bool = True) -> list[Any]:
+def in_cohort(
+    cohort_id: str, jobs: list[Callable[[], Any]], stack: bool | str = "auto"
+) -> list[Any]:
     """Run `jobs` (each one run's whole job: its config, training, record) as the members of
     one cohort, each in its own thread, their runs tagged `lenet5.cohort=<cohort_id>`; their
     returns, in order. An exception a job raises is re-raised here once all have ended.

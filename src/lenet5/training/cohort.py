@@ -37,6 +37,10 @@ STEP_COUNTERS = ("_on_before_step", "_on_after_step")
 # Blocks whose forward draws random numbers or moves running statistics: under vmap they
 # would draw or update once for all members, so a member with one computes its own updates.
 NOT_FUNCTIONAL = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+# stack="auto" stacks on a GPU, and on a CPU only below this many samples per update: there a
+# stacked update gains where per-update overhead dominates (one digit per update), while at
+# batch 64 it measured slower than the members one after another (benchmarks/results/cohort.md).
+CPU_STACK_BELOW = 16
 
 
 def current() -> Seat | None:
@@ -65,10 +69,16 @@ def functional(model: nn.Module) -> str | None:
 class Cohort:
     """The members' turns and their stacked updates.
 
+    `stack`: True stacks every member that can be; False none (the members take turns, each
+    computing its own updates); "auto" stacks on a GPU, and on a CPU only per-sample-like
+    updates (fewer than CPU_STACK_BELOW samples).
+
     `contexts`: (save, restore) pairs for process-wide state a member owns besides torch's
     random generators: `save()` returns the state, `restore(state)` puts it back."""
 
-    def __init__(self, size: int, contexts: list[tuple[Callable, Callable]] = (), stack=True):
+    def __init__(
+        self, size: int, contexts: list[tuple[Callable, Callable]] = (), stack: bool | str = True
+    ):
         self.baton = threading.Condition(threading.Lock())
         self.contexts = [(torch.get_rng_state, torch.set_rng_state), *contexts]
         if torch.cuda.is_available():
@@ -153,6 +163,12 @@ class Seat:
             raise Stopped(cohort.stopped)
         why = None if module.plain_updates else "its updates call Lightning's hooks"
         why = why or functional(module.model)
+        cpu_batch = not x.is_cuda and module.update_size >= CPU_STACK_BELOW
+        if why is None and cohort.stack == "auto" and cpu_batch:
+            why = (
+                f"on a CPU at {module.update_size} samples per update stacking gains nothing "
+                "(hydra.launcher.stack=true forces it)"
+            )
         if why is not None or not cohort.stack or self.index not in cohort.waiting:
             if why is not None and self.index in cohort.waiting:
                 log.info("cohort member %d computes its own updates: %s", self.index, why)
@@ -210,17 +226,29 @@ def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
     return totals
 
 
+def _tensors(module) -> tuple[dict, dict]:
+    """A network's parameters and buffers by name, looked up once: optimizers update them
+    in place, so the same tensors serve every update."""
+    found = getattr(module, "_cohort_tensors", None)
+    if found is None:
+        model = module.model
+        found = (dict(model.named_parameters()), dict(model.named_buffers()))
+        module._cohort_tensors = found
+    return found
+
+
 def _update(modules: list, batches: list[tuple]) -> list[torch.Tensor]:
     """One update of each module on its own batch; the members' losses (detached)."""
     base = modules[0].model
-    params = [dict(m.model.named_parameters()) for m in modules]
-    buffers = [dict(m.model.named_buffers()) for m in modules]
+    params, buffers = zip(*(_tensors(m) for m in modules), strict=True)
     stacked = {n: torch.stack([p[n] for p in params]) for n in params[0]}
     stacked_buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
     xs = torch.stack([x for x, _ in batches])
 
     def forward(p, b, x):
-        return functional_call(base, (p, b), (x,))
+        # tie_weights=False: LeNet-5 shares no weights, and looking for ties walks every
+        # module at each update (~10% of a per-sample update)
+        return functional_call(base, (p, b), (x,), tie_weights=False)
 
     try:
         scores = vmap(forward)(stacked, stacked_buffers, xs)
