@@ -150,7 +150,7 @@ class Seat:
         self.state = [save() for save, _ in self.cohort.contexts]
 
     def restore(self, first: bool = False) -> None:
-        if first:  # the member starts from the state the process had (as a solo run would)
+        if first:  # the state found at its first turn (its run then seeds its own generators)
             self.save()
         for (_, restore), value in zip(self.cohort.contexts, self.state, strict=True):
             restore(value)
