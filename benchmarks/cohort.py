@@ -159,6 +159,7 @@ def render(result: dict) -> str:
         lines.append(f"| {part} | {ratio['training']:.2f}x | {ratio['run_s']:.2f}x |")
     same = result.get("same_test_errors")
     lines += ["", f"Members' test errors equal to their runs one after another: {same}", ""]
+    lines += [f"{note}  " for note in result.get("notes", [])]
     for key, when in result.get("earlier", {}).items():
         lines.append(
             f"Part {key}: measured by `{when['command']}` on {when['date']} (load {when['load']})."
@@ -179,7 +180,12 @@ def main() -> None:
     p.add_argument("--stack", choices=("auto", "true"), default="auto")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--fresh", action="store_true", help="drop the parts already in cohort.json")
+    p.add_argument("--render-only", action="store_true", help="rewrite cohort.md from the json")
     args = p.parse_args()
+    if args.render_only:
+        out = Path(args.out_dir)
+        (out / "cohort.md").write_text(render(json.loads((out / "cohort.json").read_text())))
+        return
     args.stack = args.stack == "true" or "auto"
     quiet_process(args.threads)
     result = {

@@ -14,7 +14,10 @@
 # EPOCHS  default 1; COHORT_JOBS default 5 (cohorts at a time: the study makes 5 cohorts of
 #         9); JOBLIB_JOBS default 4 (threads=4 each, as the study's H200 figure).
 # MODES   default "cohort joblib". ACCELERATOR default gpu (cpu: a dry run of this script).
-# Each sweep is stopped after LIMIT_S seconds (default 240): a hang must not keep the GPU.
+# EXTRA   more overrides for both sweeps (space-separated), e.g. a smaller dry run:
+#         EXTRA="hydra.sweeper.params.seed=0 ++trainer.limit_train_batches=1"
+# Each sweep is stopped after LIMIT_S seconds (default 140: the whole script stays under 5
+# minutes; a sweep stopped there shows exit 124 and how many runs FINISHED by then).
 set -u -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$(mktemp -d /tmp/cohort-gpu-XXXX)}"
@@ -35,8 +38,10 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >"$OUT/gpu.txt" 2>&1
 
+read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 STUDY=(experiment=one_at_a_time_tuned "${DATA_ARGS[@]}" "trainer.max_epochs=$EPOCHS"
-    "trainer.accelerator=${ACCELERATOR:-gpu}" trainer.enable_progress_bar=false mlflow.log_model=false)
+    "trainer.accelerator=${ACCELERATOR:-gpu}" trainer.enable_progress_bar=false mlflow.log_model=false
+    "${EXTRA_ARGS[@]}")
 : >"$OUT/walls.txt"
 for mode in ${MODES:-cohort joblib}; do
     case $mode in
@@ -48,7 +53,7 @@ for mode in ${MODES:-cohort joblib}; do
     rm -rf "$store" && mkdir -p "$store"
     echo "== $mode: lenet5-train -m ${STUDY[*]} ${extra[*]}"
     start=$(date +%s.%N)
-    timeout -k 20 "${LIMIT_S:-240}" "$PY" -c 'from lenet5.cli.train import main; main()' -m \
+    timeout -k 10 "${LIMIT_S:-140}" "$PY" -c 'from lenet5.cli.train import main; main()' -m \
         "${STUDY[@]}" "${extra[@]}" "mlflow.tracking_uri=sqlite:///$store/mlflow.db" \
         "mlflow.artifact_root=$store/artifacts" "hydra.sweep.dir=$store/hydra" \
         >"$OUT/$mode.log" 2>&1

@@ -257,12 +257,13 @@ def in_cohort(
     returns, in order. An exception a job raises is re-raised here once all have ended.
 
     Ctrl-C or SIGTERM (raised here, in the main thread) stops every member at its next chunk:
-    each run ends KILLED with its last checkpoint, then the interrupt goes on up."""
+    each run ends KILLED with its last checkpoint; then SystemExit ends the sweep."""
     from lenet5.training.cohort import Cohort  # torch: once a cohort runs
 
     cohort = Cohort(len(jobs), contexts=[(_hydra_state, _set_hydra_state)], stack=stack)
     results: list[Any] = [None] * len(jobs)
     raised: list[BaseException | None] = [None] * len(jobs)
+    ended = [threading.Event() for _ in jobs]
 
     def member(k: int) -> None:
         try:
@@ -270,6 +271,16 @@ def in_cohort(
                 results[k] = jobs[k]()
         except BaseException as e:  # handed to the launcher's thread
             raised[k] = e
+        finally:
+            ended[k].set()
+
+    def wait() -> None:
+        # Short waits on events, not Thread.join: a signal may reach a member's thread, and
+        # Python runs its handler (KeyboardInterrupt) only in this one, between waits; and a
+        # join that KeyboardInterrupt interrupts can mark a running thread as ended (3.11).
+        for event in ended:
+            while not event.wait(timeout=0.2):
+                pass
 
     threads = [
         threading.Thread(target=member, args=(k,), name=f"lenet5-{cohort_id}-{k}", daemon=True)
@@ -278,13 +289,18 @@ def in_cohort(
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            t.join()
+        wait()
     except KeyboardInterrupt as e:
         cohort.interrupt(f"interrupted (Ctrl-C or SIGTERM): {e}")
-        for t in threads:
-            t.join()
-        raise
+        wait()
+        # As a solo job stops (Lightning turns Ctrl-C into SystemExit): the sweep ends, its
+        # parent KILLED by the sweep's callback.
+        raise SystemExit(
+            f"lenet5: cohort {cohort_id} stopped ({e}): its runs are KILLED with their last "
+            "checkpoints; relaunch the same command to continue them"
+        ) from e
+    for t in threads:
+        t.join()
     log.info("cohort %s: %d rounds of stacked updates", cohort_id, cohort.rounds_stacked)
     for e in raised:
         if e is not None:

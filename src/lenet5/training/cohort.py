@@ -96,6 +96,9 @@ class Cohort:
         """Run member `index` in this thread (holding the baton except while it waits)."""
         seat = Seat(self, index)
         with self.baton:
+            if self.stopped:  # stopped before its turn came: no run opened, none to continue
+                self._leave(index)
+                raise Stopped(self.stopped)
             seat.restore(first=True)
             _seat.seat = seat
             try:
