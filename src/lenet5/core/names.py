@@ -16,6 +16,7 @@ EXPECTED_RUNS = "lenet5.expected_runs"  # jobs the sweep launches, where it is k
 MARGIN = "lenet5.margin"  # study.margin: the smallest difference that matters, in points
 SEARCHED = "lenet5.searched"  # JSON list of the config values a sweep varies (optimizer.lr)
 NUISANCE = "lenet5.nuisance"  # JSON: a trial's own values of the study's nuisance keys
+COHORT = "lenet5.cohort"  # the cohort a run trained in (hydra/launcher=cohort), stacked with others
 SUPERSEDED = "lenet5.superseded"  # "true": an earlier attempt a relaunch re-ran
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a trial under its sweep
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,11 @@ def interrupts() -> Iterator[None]:
     SIGINT gets Python's own handler even where the process started with it ignored (what a
     non-interactive shell does to a command started with `&`).
     """
+    if threading.current_thread() is not threading.main_thread():
+        # A cohort's member runs in a thread; only the main thread may set handlers, and the
+        # launcher there stops the members (lenet5.training.cohort.Cohort.interrupt).
+        yield
+        return
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)

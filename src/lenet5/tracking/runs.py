@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,23 @@ from lenet5.tracking.stores import client_for, ensure_experiment, unreachable
 
 log = logging.getLogger("lenet5")
 # MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
+_member = threading.local()  # tags of the runs this thread opens (a cohort's member)
+
+
+@contextmanager
+def member_tags(tags: dict[str, str]) -> Iterator[None]:
+    """Runs this thread opens while inside get `tags` besides their own (a cohort's member
+    is tagged with its cohort: `lenet5.cohort`)."""
+    before = getattr(_member, "tags", {})
+    _member.tags = {**before, **tags}
+    try:
+        yield
+    finally:
+        _member.tags = before
+
+
+def _extra_tags() -> dict[str, str]:
+    return getattr(_member, "tags", {})
 
 
 def command_overrides() -> list[str]:
@@ -80,7 +98,8 @@ def refusals_recorded(cfg: DictConfig, choices: dict) -> Iterator[None]:
     except Exception as e:
         in_sweep = parent.current()
         if in_sweep:
-            client, run = start_run(cfg, choices, parent.child_tags(in_sweep))
+            tags = {**parent.child_tags(in_sweep), **_extra_tags()}
+            client, run = start_run(cfg, choices, tags)
             liveness.end_run(client, run.info.run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
 
@@ -106,7 +125,7 @@ def _open(cfg: DictConfig, choices: dict, output_dir: Path):
         client.update_run(run.info.run_id, status="RUNNING")
         liveness.claim(client, run.info.run_id)
         return client, run, resume_from
-    tags = {**parent.child_tags(parent.current()), **liveness.here()}
+    tags = {**parent.child_tags(parent.current()), **liveness.here(), **_extra_tags()}
     client, run = start_run(cfg, choices, tags)
     return client, run, None
 

@@ -33,11 +33,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lenet5.core.names import TEST_ACC, TEST_ERROR, TEST_LOSS, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+from lenet5.training import cohort
+from lenet5.training.cohort import STEP_COUNTERS
 
 # What manual_backward and LightningOptimizer.step run besides backward() and step().
 PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-# LightningOptimizer's step counting around the plain optimizer's step (private API).
-STEP_COUNTERS = ("_on_before_step", "_on_after_step")
 # Test digits the network got wrong, kept (image, predicted, true) for a picture of them.
 KEEP_MISCLASSIFIED = 36
 
@@ -127,6 +127,15 @@ class LeNet5Module(pl.LightningModule):
             self.log(TRAIN_LOSS, loss, prog_bar=True)
             self.samples_seen += len(y)
             return loss
+        seat = cohort.current()  # a member of a cohort: its updates made with the others'
+        total, seen = self.updates(x, y) if seat is None else seat.updates(self, x, y)
+        if seen:
+            self.log(TRAIN_LOSS, total / seen, prog_bar=True, batch_size=seen)
+        self.samples_seen += seen
+        return None
+
+    def updates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One update per `update_size` samples of the chunk (x, y); (summed loss, samples)."""
         optimizer = self.optimizers()
         if self.plain_updates:
             # The LightningOptimizer's own step counting (what manual optimization sets up),
@@ -151,10 +160,7 @@ class LeNet5Module(pl.LightningModule):
                 optimizer.step()
             total += loss.detach() * len(yb)
             seen += len(yb)
-        if seen:
-            self.log(TRAIN_LOSS, total / seen, prog_bar=True, batch_size=seen)
-        self.samples_seen += seen
-        return None
+        return total, seen
 
     def on_train_end(self) -> None:
         self.samples_trained = self.samples_seen

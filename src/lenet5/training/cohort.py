@@ -1,0 +1,272 @@
+"""A cohort: several runs trained in one process, in step, their updates computed as one
+stacked model.
+
+Each member is a whole solo run (its own LightningModule, DataModule, Trainer, callbacks,
+checkpoints and records) running in its own thread. The threads take turns: one baton (a
+lock) is held by whichever member runs, and process-wide state that a run owns (torch's
+global random generator, which dropout, distortions and Lightning's seeding use; whatever
+else the launcher names, such as Hydra's current job config) is swapped in and out with it.
+So a member draws exactly what its solo run draws, whatever the others do.
+
+At each chunk of training data (one Lightning step, several updates: `LeNet5Module.updates`)
+a member hands its chunk to the cohort and waits; the member that completes the round
+computes every member's updates together: per update, the members' parameters stacked
+(`torch.stack`, so each member's gradients flow back to its own tensors), one
+`vmap(functional_call)` forward over each member's own batch, the sum of the members' own
+losses backpropagated once, and each member's own optimizer step. A member whose network is
+not functional (dropout draws, batch norm's running statistics) or whose updates need
+Lightning's hooks computes its own updates instead, as its solo run does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+log = logging.getLogger("lenet5")
+_seat = threading.local()
+# LightningOptimizer's step counting around the plain optimizer's step (private API; see
+# lenet5.training.module, which counts the same way).
+STEP_COUNTERS = ("_on_before_step", "_on_after_step")
+# Blocks whose forward draws random numbers or moves running statistics: under vmap they
+# would draw or update once for all members, so a member with one computes its own updates.
+NOT_FUNCTIONAL = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+# stack="auto" stacks on a GPU, and on a CPU only below this many samples per update: there a
+# stacked update gains where per-update overhead dominates (one digit per update), while at
+# batch 64 it measured slower than the members one after another (benchmarks/results/cohort.md).
+CPU_STACK_BELOW = 16
+
+
+def current() -> Seat | None:
+    """The cohort seat of the member this thread runs (None: a solo run)."""
+    return getattr(_seat, "seat", None)
+
+
+class Stopped(SystemExit):
+    """The cohort was stopped from outside (Ctrl-C, SIGTERM in the launcher's thread).
+
+    A SystemExit, as Lightning turns a Ctrl-C into: the member's run ends KILLED with its
+    last checkpoint. (Lightning's own Ctrl-C handling sets a signal handler, which only the
+    main thread may do.)"""
+
+
+def functional(model: nn.Module) -> str | None:
+    """Why `model`'s updates cannot be stacked by vmap (None: they can)."""
+    for name, module in model.named_modules():
+        if isinstance(module, NOT_FUNCTIONAL) and module.training:
+            if isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0:
+                continue
+            return f"layer {name} ({type(module).__name__}) is not functional under vmap"
+    return None
+
+
+class Cohort:
+    """The members' turns and their stacked updates.
+
+    `stack`: True stacks every member that can be; False none (the members take turns, each
+    computing its own updates); "auto" stacks on a GPU, and on a CPU only per-sample-like
+    updates (fewer than CPU_STACK_BELOW samples).
+
+    `contexts`: (save, restore) pairs for process-wide state a member owns besides torch's
+    random generators: `save()` returns the state, `restore(state)` puts it back."""
+
+    def __init__(
+        self, size: int, contexts: list[tuple[Callable, Callable]] = (), stack: bool | str = True
+    ):
+        self.baton = threading.Condition(threading.Lock())
+        self.contexts = [(torch.get_rng_state, torch.set_rng_state), *contexts]
+        if torch.cuda.is_available():
+            self.contexts.append((torch.cuda.get_rng_state_all, torch.cuda.set_rng_state_all))
+        self.waiting: set[int] = set(range(size))  # members the next round waits for
+        self.pending: dict[int, tuple] = {}  # member -> (module, x, y) of this round
+        self.results: dict[int, tuple | None] = {}
+        self.round = 0
+        self.stack = stack
+        self.stopped: str | None = None
+        self.rounds_stacked = 0
+
+    @contextmanager
+    def seat(self, index: int) -> Iterator[Seat]:
+        """Run member `index` in this thread (holding the baton except while it waits)."""
+        seat = Seat(self, index)
+        with self.baton:
+            if self.stopped:  # stopped before its turn came: no run opened, none to continue
+                self._leave(index)
+                raise Stopped(self.stopped)
+            seat.restore(first=True)
+            _seat.seat = seat
+            try:
+                yield seat
+            finally:
+                _seat.seat = None
+                self._leave(index)
+
+    def interrupt(self, why: str) -> None:
+        """Stop every member at its next chunk (called from the launcher's thread)."""
+        self.stopped = why
+        with self.baton:
+            self.baton.notify_all()
+
+    def _leave(self, index: int) -> None:
+        """Member `index` takes no part in later rounds (its fit ended, or it stacks not)."""
+        self.waiting.discard(index)
+        if self.pending and set(self.pending) >= self.waiting:
+            self._compute()
+
+    def _compute(self) -> None:
+        """The round's updates, every pending member's; then wake them."""
+        pending, self.pending = self.pending, {}
+        order = sorted(pending)
+        try:
+            if not self.stack:
+                raise _Unstackable("stacking is off")
+            results = stacked_updates([pending[i] for i in order])
+            self.rounds_stacked += 1
+            self.results.update(zip(order, results, strict=True))
+        except _Unstackable as e:
+            if self.stack:
+                log.warning("cohort: stacking stopped, members compute their own updates: %s", e)
+            self.stack = False
+            self.results.update(dict.fromkeys(order))  # None: compute your own
+        self.round += 1
+        self.baton.notify_all()
+
+
+class _Unstackable(Exception):
+    pass
+
+
+class Seat:
+    """One member's place in a cohort: its turn, its saved process state, its chunks."""
+
+    def __init__(self, cohort: Cohort, index: int):
+        self.cohort, self.index = cohort, index
+        self.state: list | None = None
+
+    def save(self) -> None:
+        self.state = [save() for save, _ in self.cohort.contexts]
+
+    def restore(self, first: bool = False) -> None:
+        if first:  # the state found at its first turn (its run then seeds its own generators)
+            self.save()
+        for (_, restore), value in zip(self.cohort.contexts, self.state, strict=True):
+            restore(value)
+
+    def updates(self, module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A chunk's updates of `module` (as `module.updates` makes them): (summed loss,
+        samples), computed with the other members' where they stack."""
+        cohort = self.cohort
+        if cohort.stopped:
+            raise Stopped(cohort.stopped)
+        why = None if module.plain_updates else "its updates call Lightning's hooks"
+        why = why or functional(module.model)
+        cpu_batch = not x.is_cuda and module.update_size >= CPU_STACK_BELOW
+        if why is None and cohort.stack == "auto" and cpu_batch:
+            why = (
+                f"on a CPU at {module.update_size} samples per update stacking gains nothing "
+                "(hydra.launcher.stack=true forces it)"
+            )
+        if why is not None or not cohort.stack or self.index not in cohort.waiting:
+            if why is not None and self.index in cohort.waiting:
+                log.info("cohort member %d computes its own updates: %s", self.index, why)
+            cohort._leave(self.index)
+            return module.updates(x, y)
+        cohort.pending[self.index] = (module, x, y)
+        if set(cohort.pending) >= cohort.waiting:
+            cohort._compute()
+        else:
+            round_ = cohort.round
+            self.save()
+            while cohort.round == round_ and not cohort.stopped:
+                cohort.baton.wait()
+            self.restore()
+            if cohort.round == round_:  # stopped while waiting
+                cohort.pending.pop(self.index, None)
+                raise Stopped(cohort.stopped)
+        result = cohort.results.pop(self.index)
+        return module.updates(x, y) if result is None else result
+
+
+def _stackable(group: list[tuple]) -> None:
+    first = group[0][0].model
+    names = [n for n, _ in first.named_parameters()]
+    for module, _, _ in group[1:]:
+        if [n for n, _ in module.model.named_parameters()] != names:
+            raise _Unstackable("members' networks differ")
+
+
+def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
+    """Each entry's (module, x, y) chunk of updates, made together: per update, one vmap
+    forward of the stacked parameters, one backward of the members' summed losses, each
+    member's own optimizer step. Per entry: (summed loss, samples), as `module.updates`."""
+    _stackable(entries)
+    chunks = []
+    for module, x, y in entries:
+        size = module.update_size
+        chunks.append(list(zip(x.split(size), y.split(size), strict=True)))
+    totals = [(x.new_zeros(()), 0) for _, x, _ in entries]
+    for b in range(max(len(c) for c in chunks)):
+        group = []
+        for k, (module, _, _) in enumerate(entries):
+            max_steps = module.trainer.max_steps
+            if b < len(chunks[k]) and not 0 <= max_steps <= module.global_step:
+                group.append(k)
+        by_shape: dict[tuple, list[int]] = {}
+        for k in group:  # one vmap per batch shape (a last short batch may differ)
+            by_shape.setdefault(tuple(chunks[k][b][0].shape), []).append(k)
+        for ks in by_shape.values():
+            losses = _update([entries[k][0] for k in ks], [chunks[k][b] for k in ks])
+            for k, loss in zip(ks, losses, strict=True):
+                total, seen = totals[k]
+                n = len(chunks[k][b][1])
+                totals[k] = (total + loss * n, seen + n)
+    return totals
+
+
+def _tensors(module) -> tuple[dict, dict]:
+    """A network's parameters and buffers by name, looked up once: optimizers update them
+    in place, so the same tensors serve every update."""
+    found = getattr(module, "_cohort_tensors", None)
+    if found is None:
+        model = module.model
+        found = (dict(model.named_parameters()), dict(model.named_buffers()))
+        module._cohort_tensors = found
+    return found
+
+
+def _update(modules: list, batches: list[tuple]) -> list[torch.Tensor]:
+    """One update of each module on its own batch; the members' losses (detached)."""
+    base = modules[0].model
+    params, buffers = zip(*(_tensors(m) for m in modules), strict=True)
+    stacked = {n: torch.stack([p[n] for p in params]) for n in params[0]}
+    stacked_buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
+    xs = torch.stack([x for x, _ in batches])
+
+    def forward(p, b, x):
+        # tie_weights=False: LeNet-5 shares no weights, and looking for ties walks every
+        # module at each update (~10% of a per-sample update)
+        return functional_call(base, (p, b), (x,), tie_weights=False)
+
+    try:
+        scores = vmap(forward)(stacked, stacked_buffers, xs)
+    except Exception as e:  # a user's block vmap cannot batch: nothing was updated yet
+        raise _Unstackable(f"vmap cannot run the network: {type(e).__name__}: {e}") from e
+    losses = [
+        m.loss(scores[k], y) for k, (m, (_, y)) in enumerate(zip(modules, batches, strict=True))
+    ]
+    optimizers = [m.optimizers() for m in modules]
+    for opt in optimizers:
+        opt.optimizer.zero_grad()
+    torch.stack(losses).sum().backward()
+    for opt in optimizers:
+        before, after = (getattr(opt, name) for name in STEP_COUNTERS)
+        before()
+        opt.optimizer.step()
+        after()
+    return [loss.detach() for loss in losses]

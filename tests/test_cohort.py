@@ -1,0 +1,348 @@
+"""Cohorts (`hydra/launcher=cohort`): a sweep's jobs that differ only in the seed or the
+optimizer train in one process as one stacked model, and each member's run is its solo run.
+
+The fast tier trains members and solo runs of the same configs in this process and compares
+what they record, step by step; the grouping is checked on composed configs; one in-process
+sweep checks the launcher's records. The slow tier runs the issue's 12-job command.
+"""
+
+import logging
+import math
+import re
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+# The in-process sweep of tests/test_sweep.py (its fixtures) and how it reads a sweep's record.
+from test_sweep import multirun, parent_and_children, sweep_client  # noqa: F401
+
+from lenet5.cli import train as cli
+from lenet5.cli.cohort import group, in_cohort
+from lenet5.core.paths import local_path
+
+# 2 epochs of 2 chunks (32 updates of 64 digits an epoch), train/loss at every chunk.
+SHORT = [
+    "data=mnist_subset",
+    "data.source.test_size=200",
+    "data.val_size=200",
+    "trainer.max_epochs=2",
+    "++trainer.limit_train_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "mlflow.pictures=false",
+    "mlflow.log_model=false",
+]
+SLOW = pytest.mark.slow
+HISTORIES = ("train/loss", "val/loss", "val/acc", "test/error", "test/loss", "epoch")
+# Tags that say where and when a run ran, not what it computed.
+CONTEXT_TAGS = re.compile(r"mlflow\.(source|user|runName|note)|lenet5\.(heartbeat|pid|host|cohort)")
+
+
+def runs_by_seed_and_lr(client: MlflowClient):
+    exp = client.get_experiment_by_name("test")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    out: dict = {}
+    for r in runs:
+        key = (r.data.params["seed"], r.data.params["optimizer.lr"])
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def last_weights(run) -> dict[str, torch.Tensor]:
+    ckpt = local_path(run.info.artifact_uri) / "checkpoints" / "last.ckpt"
+    return torch.load(ckpt, weights_only=False)["state_dict"]
+
+
+def assert_same_record(client: MlflowClient, member, solo, rel=1e-5, weights_atol=1e-4) -> None:
+    """The member's run records what its solo run does: params, tags (less where and when it
+    ran), every metric at every step within `rel`, its last weights within `weights_atol`."""
+    assert member.data.params == solo.data.params
+    tags = lambda r: {k: v for k, v in r.data.tags.items() if not CONTEXT_TAGS.match(k)}  # noqa: E731
+    assert tags(member) == tags(solo)
+    assert member.data.metrics.keys() == solo.data.metrics.keys()
+    for key in HISTORIES:
+        a = [(m.step, m.value) for m in client.get_metric_history(member.info.run_id, key)]
+        b = [(m.step, m.value) for m in client.get_metric_history(solo.info.run_id, key)]
+        assert [s for s, _ in a] == [s for s, _ in b], key
+        assert all(
+            math.isclose(x, y, rel_tol=rel, abs_tol=1e-6)
+            for (_, x), (_, y) in zip(a, b, strict=True)
+        ), (
+            key,
+            a,
+            b,
+        )
+    wa, wb = last_weights(member), last_weights(solo)
+    for name in wa:
+        d = (wa[name] - wb[name]).abs()
+        # vmap's convolutions round differently from the solo run's: ~1e-7 per weight, but
+        # Adam divides by sqrt(v), so a weight whose gradient is near 0 can move ~1e-5 apart.
+        assert d.max() <= weights_atol and d.mean() <= 1e-7, (name, d.max(), d.mean())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(["model=paper", "optimizer=adam"], id="paper-adam"),
+        # ~20 s each: the fast tier keeps one
+        pytest.param(
+            ["model=modern", "optimizer=sgd_momentum"], id="modern-sgd_momentum", marks=SLOW
+        ),
+        # distortions: each member's own
+        pytest.param(
+            ["model=modern", "optimizer=sgd", "augment=paper"],
+            id="modern-sgd-distorted",
+            marks=SLOW,
+        ),
+        # the paper's recipe: SDLM (curvature per pass), its eta schedule, one digit per update
+        pytest.param(["recipe=paper", "data.chunk_size=16"], id="paper-recipe", marks=SLOW),
+    ],
+)
+def test_members_record_what_their_solo_runs_do(config, store, client, tmp_path, caplog):
+    lrs = ("0.0001", "0.00005") if "recipe=paper" in config else ("0.001", "0.003")
+    members = [["seed=0", f"optimizer.lr={lrs[0]}"], ["seed=1", f"optimizer.lr={lrs[1]}"]]
+    base = [*SHORT, *store, *config, f"hydra.run.dir={tmp_path}/hydra"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        errors = in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
+    (rounds,) = re.findall(r"cohort c0: (\d+) rounds of stacked updates", caplog.text)
+    assert int(rounds) == 2 * 2  # every chunk of both epochs stacked
+    solo = [cli.run(base + m) for m in members]
+    assert errors == pytest.approx(solo, abs=1e-6)
+    runs = runs_by_seed_and_lr(client)
+    assert len(runs) == 2
+    for member, solo_run in runs.values():
+        assert member.data.tags["lenet5.cohort"] == "c0"
+        assert "lenet5.cohort" not in solo_run.data.tags
+        assert member.info.status == solo_run.info.status == "FINISHED"
+        assert_same_record(client, member, solo_run)
+
+
+@pytest.mark.slow  # ~20 s
+def test_members_that_draw_at_random_compute_their_own_updates(store, client, tmp_path, caplog):
+    """Dropout draws from torch's global generator: each member computes its own updates,
+    under its own generator's state (swapped with its turn), and equals its solo run exactly."""
+    members = [["seed=0", "optimizer.lr=0.001"], ["seed=1", "optimizer.lr=0.003"]]
+    base = [*SHORT, *store, "model=modern", "model/dropout=p0.5", f"hydra.run.dir={tmp_path}/h"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
+    assert "computes its own updates: layer dropout (Dropout) is not functional" in caplog.text
+    for m in members:
+        cli.run(base + m)
+    for member, solo_run in runs_by_seed_and_lr(client).values():
+        assert_same_record(client, member, solo_run, rel=0, weights_atol=0)
+
+
+def test_on_a_cpu_auto_stacks_per_sample_updates_only(store, client, tmp_path, caplog):
+    """stack=auto (the launcher's default): at batch 64 on a CPU the members take turns, each
+    computing its own updates (exactly its solo run); per-sample updates are stacked."""
+    members = [["seed=0"], ["seed=1"]]
+    base = [*SHORT, *store, "model=modern", f"hydra.run.dir={tmp_path}/h"]
+    with caplog.at_level(logging.INFO, logger="lenet5"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members])
+        per_sample = [*base, "data.batch_size=1", "data.chunk_size=16"]
+        in_cohort("c1", [lambda s=s: cli.run([*per_sample, f"seed={s}"]) for s in (2, 3)])
+    assert "cohort c0: 0 rounds of stacked updates" in caplog.text
+    assert "computes its own updates: on a CPU at 64 samples per update" in caplog.text
+    assert "cohort c1: 4 rounds of stacked updates" in caplog.text
+    for m in members:
+        cli.run(base + m)
+    runs = runs_by_seed_and_lr(client)
+    for seed in ("0", "1"):
+        member, solo_run = runs[(seed, "0.001")]
+        assert_same_record(client, member, solo_run, rel=0, weights_atol=0)
+
+
+def composed(*overrides: str):
+    return cli.compose(["data=mnist_subset", *overrides])
+
+
+def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
+    configs = [
+        composed("model=paper", "seed=0"),  # 0
+        composed("model=paper", "seed=1", "optimizer.lr=0.003"),  # 1
+        composed("model=modern", "seed=0"),  # 2
+        composed("model=paper", "seed=2", "optimizer=sgd_momentum"),  # 3
+        composed("model=modern", "seed=1", "optimizer.lr=0.003"),  # 4
+        composed("model=paper", "data.batch_size=32"),  # 5
+        composed("model=paper", "trainer.max_epochs=3"),  # 6
+        composed("model=paper", "data.chunk_size=64"),  # 7: Lightning's own updates
+        composed("model=paper", "resume=abc"),  # 8
+        composed("model=paper", "seed=3", "scheduler=paper"),  # 9
+    ]
+    plans = group(configs, max_members=32)
+    members = [m for m, _ in plans]
+    assert members == [[0, 1, 3, 9], [2, 4], [5], [6], [7], [8]]
+    why = dict(zip(map(tuple, members), (w for _, w in plans), strict=True))
+    assert why[(0, 1, 3, 9)] == "4 members"
+    assert why[(2, 4)].startswith("2 members; apart from the first cohort in model.")
+    assert "model.activation._target_" in why[(2, 4)]
+    assert why[(5,)] == "1 member; apart from the first cohort in data.batch_size"
+    assert why[(6,)] == "1 member; apart from the first cohort in trainer.max_epochs"
+    assert why[(7,)].startswith("runs alone: data.chunk_size=64: one update per Lightning step")
+    assert why[(8,)] == "runs alone: resume=abc continues one run"
+    # max_members bounds a cohort; the rest form another, saying why.
+    plans = group(configs[:2] + configs[3:4], max_members=2)
+    assert plans == [([0, 1], "2 members"), ([2], "1 member; max_members=2 splits it")]
+
+
+def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
+    """A member whose loss becomes infinite ends FAILED with its reason; the other goes on,
+    stacked until then and alone after, and still equals its solo run."""
+    members = [["seed=0", "optimizer.lr=0.01"], ["seed=1", "optimizer.lr=1e12"]]
+    base = [*SHORT, *store, "model=modern", "optimizer=sgd", f"hydra.run.dir={tmp_path}/h"]
+    with pytest.raises(FloatingPointError, match="training loss became"):
+        in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
+    cli.run(base + members[0])
+    runs = runs_by_seed_and_lr(client)
+    (diverged,) = runs[("1", "1000000000000.0")]
+    assert diverged.info.status == "FAILED"
+    assert "training loss became" in diverged.data.tags["failure_reason"]
+    member, solo_run = runs[("0", "0.01")]
+    assert_same_record(client, member, solo_run)
+
+
+def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client, tmp_path):  # noqa: F811
+    """`lenet5-train -m hydra/launcher=cohort`: the jobs of each network form a cohort; every
+    job has its Hydra folder and log, and a FINISHED child run tagged with its cohort."""
+    message, output = multirun(
+        "hydra/launcher=cohort",
+        "hydra.launcher.stack=true",
+        "data.chunk_size=128",
+        "model=paper,modern",
+        "seed=0,1",
+    )
+    assert message is None, output
+    assert "Launching 4 jobs in 2 cohorts" in output
+    assert "cohort c0 (#0, #1): 2 members" in output
+    assert "cohort c2 (#2, #3): 2 members; apart from the first cohort in model." in output
+    parent, children = parent_and_children(sweep_client)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["children_finished"] == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
+    cohorts = {
+        (c.data.tags["preset"], c.data.tags["seed"]): c.data.tags["lenet5.cohort"] for c in children
+    }
+    assert cohorts == {
+        ("paper", "0"): "c0",
+        ("paper", "1"): "c0",
+        ("modern", "0"): "c2",
+        ("modern", "1"): "c2",
+    }
+    for job in range(4):
+        folder = tmp_path / "hydra" / str(job)
+        assert (folder / ".hydra" / "overrides.yaml").is_file()
+        (log,) = folder.glob("*.log")  # the job's own lines only: its own run id
+        run_ids = set(re.findall(r"\(run ([0-9a-f]{32})\)", log.read_text()))
+        assert len(run_ids) == 1 and run_ids <= {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["auto", "true"])
+def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path, stack):
+    """Issue 23's first "done when", from the shell: 12 FINISHED children in 2 cohorts of 6,
+    each with its per-epoch metrics and a solo run's record, and the modern seed=1 lr=0.003
+    member's test error within 0.003 of its solo run's. `auto` (the default) does not stack
+    batch-64 updates on a CPU; `true` does."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    store = [
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_root={tmp_path}/artifacts",
+        "trainer.enable_progress_bar=false",
+    ]
+    sweep = ["hydra/launcher=cohort", f"hydra.launcher.stack={stack}", "data=mnist_subset"]
+    sweep += ["model=paper,modern", "seed=0,1,2"]
+    proc = lenet5_train(
+        "-m", *sweep, "optimizer.lr=0.001,0.003", *store, f"hydra.sweep.dir={tmp_path}/sweep"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 12 jobs in 2 cohorts" in proc.stdout + proc.stderr
+    solo = ["data=mnist_subset", "model=modern", "seed=1", "optimizer.lr=0.003"]
+    proc = lenet5_train(*solo, *store, f"hydra.run.dir={tmp_path}/solo")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("lenet5")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("lenet5.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (solo_run,) = [r for r in runs if r not in children and r != parent]
+    assert parent.info.status == "FINISHED" and len(children) == 12
+    assert {c.info.status for c in children} == {"FINISHED"}
+    cohorts: dict[str, set] = {}
+    for c in children:
+        cohorts.setdefault(c.data.tags["lenet5.cohort"], set()).add(c.data.tags["preset"])
+    assert sorted(map(sorted, cohorts.values())) == [["modern"], ["paper"]]
+    assert sorted(sum(c.data.tags["lenet5.cohort"] == k for c in children) for k in cohorts) == [
+        6,
+        6,
+    ]
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val/acc")]
+        assert len(steps) == 10 and steps == sorted(steps)  # one per epoch
+        assert {"final/test_error", "final/val_acc", "n_params"} <= c.data.metrics.keys()
+        contexts = {i.tags[0].value for i in c.inputs.dataset_inputs if i.tags}
+        assert contexts == {"training", "validation", "test"}
+        artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"checkpoints", "pictures", "config.yaml", "overrides.yaml"} <= artifacts
+        ckpts = {a.path for a in client.list_artifacts(c.info.run_id, "checkpoints")}
+        assert ckpts == {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
+    (member,) = [
+        c
+        for c in children
+        if (c.data.tags["preset"], c.data.params["seed"], c.data.params["optimizer.lr"])
+        == ("modern", "1", "0.003")
+    ]
+    assert member.data.params == solo_run.data.params
+    error, solo_error = member.data.metrics["test/error"], solo_run.data.metrics["test/error"]
+    assert abs(error - solo_error) <= 0.003, (error, solo_error)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{member.info.run_id}/model")
+    assert model.predict(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 10)
+
+
+@pytest.mark.slow  # a sweep, then its relaunch
+def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
+    multirun,  # noqa: F811
+    sweep_client,  # noqa: F811
+    monkeypatch,
+):
+    """SIGTERM (sent to this process from a member's thread, in the second epoch) stops the
+    cohort: every member's run ends KILLED with its last checkpoint, and relaunching the same
+    command continues both in their own runs."""
+    import signal
+
+    from lenet5.training.module import LeNet5Module
+
+    sent = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 1) and not sent:
+            sent.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    args = ["hydra/launcher=cohort", "hydra.launcher.stack=true", "data.chunk_size=128"]
+    args += ["seed=0,1", "trainer.max_epochs=2"]
+    with monkeypatch.context() as m:
+        m.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
+        message, output = multirun(*args)
+    assert message is not None, output[-3000:]
+    assert "cohort c0 stopped (signal SIGTERM)" in message
+    # (the parent is ended KILLED by the process's exit hook, which this in-process sweep keeps)
+    parent, children = parent_and_children(sweep_client)
+    assert len(children) == 2 and {c.info.status for c in children} == {"KILLED"}
+    assert all("interrupted" in c.data.tags["failure_reason"] for c in children)
+    message, output = multirun(*args)
+    assert message is None, output[-3000:]
+    for c in children:
+        assert f"continuing run {c.info.run_id} from its last checkpoint" in output
+    parent2, children2 = parent_and_children(sweep_client)
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    assert {c.info.run_id for c in children2} == {c.info.run_id for c in children}
+    assert {c.info.status for c in children2} == {"FINISHED"}
+    for c in children2:
+        steps = [m.step for m in sweep_client.get_metric_history(c.info.run_id, "val/acc")]
+        assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0
