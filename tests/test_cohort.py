@@ -77,9 +77,10 @@ def assert_same_record(client: MlflowClient, member, solo, rel=1e-5, weights_ato
     wa, wb = last_weights(member), last_weights(solo)
     for name in wa:
         d = (wa[name] - wb[name]).abs()
-        # vmap's convolutions round differently from the solo run's: ~1e-7 per weight, but
-        # Adam divides by sqrt(v), so a weight whose gradient is near 0 can move ~1e-5 apart.
-        assert d.max() <= weights_atol and d.mean() <= 1e-7, (name, d.max(), d.mean())
+        # vmap's convolutions round differently from the solo run's: ~1e-7 per weight (up to
+        # 1.3e-7 on average with one torch thread, as the fast tier's workers run), but Adam
+        # divides by sqrt(v), so a weight whose gradient is near 0 can move ~1e-5 apart.
+        assert d.max() <= weights_atol and d.mean() <= 5e-7, (name, d.max(), d.mean())
 
 
 @pytest.mark.parametrize(
