@@ -120,11 +120,33 @@ def final_metrics(client) -> dict[str, dict[str, float]]:
     }
 
 
+def chaos_plan(rng: random.Random) -> list[list[tuple[str, signal.Signals]]]:
+    """The kills of the first three launches, (target, signal) each, drawn from `rng`: every
+    launch kills a worker; at least one worker dies by SIGKILL; the second launch ends by a
+    kill of the main process (SIGKILL or SIGTERM)."""
+    signals = [signal.SIGKILL, signal.SIGTERM]
+    plan = [[("worker", rng.choice(signals)) for _ in range(rng.randint(1, 2))] for _ in range(3)]
+    plan[0][0] = ("worker", signal.SIGKILL)
+    plan[1].append(("main", rng.choice(signals)))
+    return plan
+
+
+def running_workers(client) -> list[int]:
+    """The pids of this sweep's running jobs (their runs' tags), those still alive."""
+    pids = []
+    for run in children(client):
+        pid = int(run.data.tags.get("lenet5.pid", 0))
+        if run.info.status == "RUNNING" and pid and Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
+
+
 @pytest.mark.stress  # 16 jobs, killed at random, relaunched until the sweep ends
 def test_chaos_kills_of_workers_and_main_process_lose_nothing(tmp_path):
     seed = int(os.environ.get("LENET5_CHAOS_SEED", random.randrange(1 << 30)))
-    print(f"chaos seed {seed} (replay: LENET5_CHAOS_SEED={seed})")
+    print(f"chaos seed {seed} (replay: LENET5_CHAOS_SEED={seed})", flush=True)
     rng = random.Random(seed)
+    plan = chaos_plan(rng)
     calm, chaos = tmp_path / "calm", tmp_path / "chaos"
     calm.mkdir(), chaos.mkdir()
     proc, out = launch(calm, *CHAOS)
@@ -135,21 +157,15 @@ def test_chaos_kills_of_workers_and_main_process_lose_nothing(tmp_path):
     client = MlflowClient(f"sqlite:///{chaos}/mlflow.db")
     for attempt in range(8):
         proc, out = launch(chaos, *CHAOS)
-        if attempt < 3:  # the first launches: a few kills each, at random moments
-            for _ in range(rng.randint(1, 3)):
-                time.sleep(rng.uniform(2, 10))
-                if proc.poll() is not None:
-                    break
-                target = rng.choice(["worker", "worker", "main"])
-                sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-                if target == "main":
-                    proc.send_signal(sig)
-                    print(f"launch {attempt}: {sig.name} to the main process")
-                    break
-                running = [r for r in children(client) if r.info.status == "RUNNING"]
-                if running:
-                    os.kill(int(rng.choice(running).data.tags["lenet5.pid"]), sig)
-                    print(f"launch {attempt}: {sig.name} to a worker")
+        for target, sig in plan[attempt] if attempt < len(plan) else []:
+            while proc.poll() is None and not running_workers(client):
+                time.sleep(0.2)  # a kill lands while jobs train
+            time.sleep(rng.uniform(0.5, 4))
+            pids = running_workers(client)
+            if proc.poll() is not None or not pids:
+                break
+            os.kill(proc.pid if target == "main" else rng.choice(pids), sig)
+            print(f"launch {attempt}: {sig.name} to the {target} process", flush=True)
         code = proc.wait(timeout=600)
         output = out.read_text()
         assert "Traceback" not in output, output[-3000:]
