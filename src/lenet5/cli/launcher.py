@@ -112,8 +112,11 @@ def _job(conn, payload: bytes, idx: int, overrides: list[str]) -> None:
         os._exit(INTERRUPTED)
     except Exception as e:  # Hydra could not load the job's config: the sweep stops, as before
         ret = e
-    conn.send_bytes(cloudpickle.dumps(ret))
-    conn.close()
+    try:
+        conn.send_bytes(cloudpickle.dumps(ret))
+        conn.close()
+    except OSError:  # the sweep's main process is gone: the job's run recorded its end
+        os._exit(0)
 
 
 class IsolatedLauncher(Launcher):
