@@ -102,7 +102,7 @@ def test_unknown_option_lists_the_valid_ones():
 # Slurm ones) and the class each resolves to.
 LAUNCHERS = {
     "basic": "BasicLauncher",
-    "joblib": "JoblibLauncher",
+    "joblib": "IsolatedLauncher",  # lenet5.cli.launcher: each job in its own process
     "slurm": "SlurmLauncher",
     "submitit_local": "LocalLauncher",
 }

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lenet5.cli import launcher
 from lenet5.core.configs import names_as_typed
 from lenet5.core.errors import SweepFailed, UserError
 from lenet5.core.paths import check_no_login
@@ -49,6 +50,7 @@ class MLflowSweep(Callback):
         except UserError as e:
             raise SweepFailed(f"lenet5: {e}") from None
         seed_sampler(config)  # called before Hydra makes the sweeper, which reads it
+        launcher.LOST.clear()  # jobs whose worker process dies, named at the sweep's end
         scope = ExitStack()
         # A sweep stopped by Ctrl-C or SIGTERM must not leave its parent RUNNING.
         scope.enter_context(interrupts())
@@ -74,6 +76,14 @@ class MLflowSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self._close(None)
+        if summary and launcher.LOST:
+            lost = launcher.LOST[:]
+            raise SweepFailed(
+                f"sweep {summary['sweep_id']}: {len(lost)} job(s) lost, "
+                f"{lost[0].reason}{' (or the like)' if len(lost) > 1 else ''}: "
+                f"{', '.join(map(str, lost))}; their runs are KILLED; continue them in those "
+                f"runs with the same command: {launcher.continue_command()}"
+            )
         if summary and summary["missing"] + summary["failed"]:
             raise SweepFailed(
                 f"sweep {summary['sweep_id']}: {summary['finished']} of "

@@ -230,6 +230,18 @@ def main() -> float:
         sys.argv[1:] = argv  # what Hydra parses and writes to its output folder
         try:
             return hydra_main()
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lenet5.core.process.interrupts)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # What was running ended its run KILLED with its last checkpoint, and said so:
+            # one line, not a traceback through Hydra's internals.
+            print(
+                f"lenet5-train: stopped by {str(e).removeprefix('signal ') or 'Ctrl-C'}; its runs "
+                "ended KILLED with their last checkpoint: run the same command again to continue "
+                "a sweep, `lenet5-train resume=<run id>` a single run",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
         finally:
             sys.argv[:] = given
 

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet5.core.names import FAILURE_REASON, HEARTBEAT, HOST, PID, PID_START
+from lenet5.core.names import FAILURE_REASON, HEARTBEAT, HOST, PID, PID_START, SWEEP_ID
+from lenet5.tracking.stores import client_for
 
 log = logging.getLogger("lenet5")
 # MLflow is imported inside the functions that use it (see lenet5.tracking.stores).
@@ -152,3 +153,19 @@ def reap(client, stale: list[Stale], by: str = "lenet5-report --reap") -> None:
     """End each stale run KILLED, the reason (and who found it) in its `failure_reason`."""
     for s in stale:
         end_run(client, s.run_id, "KILLED", f"reaped by {by}: {s.reason}")
+
+
+def end_runs_of_process(
+    tracking_uri: str, experiment_id: str, sweep_id: str, pid: int, reason: str
+) -> list[str]:
+    """End KILLED, with `reason`, the runs of sweep `sweep_id` left RUNNING by process `pid` of
+    this host (a worker killed outright, which could not end its own run); their ids."""
+    client = client_for(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`{PID}` = '{pid}' "
+        f"and tags.`{HOST}` = '{socket.gethostname()}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        end_run(client, run.info.run_id, "KILLED", reason)
+    return [run.info.run_id for run in runs]
