@@ -240,12 +240,13 @@ def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stack", ["auto", "true"])
+@pytest.mark.parametrize("stack", ["true"])
 def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path, stack):
     """Issue 23's first "done when", from the shell: 12 FINISHED children in 2 cohorts of 6,
     each with its per-epoch metrics and a solo run's record, and the modern seed=1 lr=0.003
-    member's test error within 0.003 of its solo run's. `auto` (the default) does not stack
-    batch-64 updates on a CPU; `true` does."""
+    member's test error within 0.003 of its solo run's. With `true` the batch-64 updates are
+    stacked (the check that matters); the default `auto`, which on a CPU lets them take
+    turns, runs in the fast tier's in-process cohort sweep (~3 min of CI saved)."""
     import mlflow.pyfunc
     import numpy as np
 
