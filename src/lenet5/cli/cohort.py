@@ -173,13 +173,18 @@ def _job_line(cfg: DictConfig) -> str:
     return " ".join(filter_overrides(list(cfg.hydra.overrides.task)))
 
 
-def _solo(cfg: DictConfig, hydra_context: HydraContext, task_function) -> JobReturn:
+def _solo(
+    cfg: DictConfig, hydra_context: HydraContext, task_function, configure_logging: bool = True
+) -> JobReturn:
+    """One job as Hydra's basic launcher runs it (`configure_logging=False` in a cohort:
+    Hydra's logging setup is process-wide, so each member logs through `member_log`)."""
     return run_job(
         hydra_context=hydra_context,
         task_function=task_function,
         config=cfg,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
+        configure_logging=configure_logging,
     )
 
 
@@ -211,15 +216,7 @@ def run_cohort(
     def job(cfg: DictConfig):
         def run() -> JobReturn:
             with member_log(cfg):
-                return run_job(
-                    hydra_context=hydra_context,
-                    task_function=task_function,
-                    config=cfg,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                    # Hydra's logging setup is process-wide: the cohort's (member_log instead)
-                    configure_logging=False,
-                )
+                return _solo(cfg, hydra_context, task_function, configure_logging=False)
 
         return run
 

@@ -169,8 +169,8 @@ def log_cost(client, run_id: str, module, datamodule) -> tuple[int, int]:
     from lenet5.training.flops import flops_per_sample
 
     device = next(module.model.parameters()).device
-    x, y = next(iter(datamodule.test_dataloader()))
-    per = flops_per_sample(module.model, module.loss, x[:2].to(device), y[:2].to(device))
+    x, y = _test_batch(datamodule)
+    per = flops_per_sample(module.model, module.loss, x.to(device), y.to(device))
     total = per * module.samples_trained
     now = int(time.time() * 1000)
     metrics = [Metric(FLOPS_PER_SAMPLE, per, now, 0), Metric(FINAL_TRAIN_FLOPS, total, now, 0)]
@@ -187,10 +187,7 @@ def log_predictions(client, run_id: str, module) -> str:
     rows = zip(target.tolist(), predicted.tolist(), strict=True)
     lines = ["index,target,predicted,correct"]
     lines += [f"{i},{t},{p},{int(t == p)}" for i, (t, p) in enumerate(rows)]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "test.csv")
-        path.write_text("\n".join(lines) + "\n")
-        client.log_artifact(run_id, str(path), "predictions")
+    client.log_text(run_id, "\n".join(lines) + "\n", "predictions/test.csv")
     return "predictions/test.csv"
 
 
@@ -217,10 +214,15 @@ def log_pictures(client, run_id: str, module, name: str, fitted=None) -> list[st
     return [f"pictures/{f.name}" for f in files]
 
 
+def _test_batch(datamodule, rows: int = 2):
+    """The first `rows` test images as the network sees them (normalized) and their labels."""
+    x, y = next(iter(datamodule.test_dataloader()))
+    return x[:rows], y[:rows]
+
+
 def _example(datamodule, rows: int = 2) -> np.ndarray:
     """`rows` test images as the network sees them (normalized, float32)."""
-    x, _ = next(iter(datamodule.test_dataloader()))
-    return x[:rows].detach().cpu().float().numpy()
+    return _test_batch(datamodule, rows)[0].detach().cpu().float().numpy()
 
 
 def preprocessing(datamodule) -> dict:

@@ -30,7 +30,6 @@ from lenet5.report.cost import cost_lines, costs
 from lenet5.report.examples import comparison_line, spread_line
 from lenet5.report.figure_tuned import write_tuned_chart
 from lenet5.report.html import page
-from lenet5.report.inference import MOST_SEEDS, seeds_needed
 from lenet5.report.reading import (
     ReportError,
     collect,
@@ -55,6 +54,7 @@ from lenet5.report.render_tuned import (
     planning_lines,
     render_tuned_markdown,
     render_tuned_text,
+    seeds_to_resolve,
     write_tuned_csv,
 )
 from lenet5.report.robust import summary_line
@@ -263,8 +263,7 @@ def plain_report(client, info, files: list[Path]) -> str:
     rows = summarize(info.children, info.factors, info.baseline)
     cv = curves(client, info.children)
     checks = not_converged(info.children, cv, info.factors, info.baseline, info.margin)
-    _, simple = simple_tables(info.children, info.factors, info.baseline, info.margin)
-    simple = [replace(r, table="simple") for r in simple if r.table == "tuned"]
+    simple = [replace(r, table="simple") for r in simple_comparisons(info)]
     spent = compute(info, files)
     tail = [
         adaptive_lines(info),
@@ -322,14 +321,10 @@ def recorded_config(client, run_id: str) -> list[tuple[str, str]]:
 
 def write_html(client, exp, info, out: Path) -> Path:
     """report.html beside the other files, from report.md and report.png."""
+    link, saved = sweep_link(info.tracking_uri, exp, info)
     base = views.ui_base(info.tracking_uri)
-    key = views.view_key(info.sweep_id)
-    saved = views.TAG_PREFIX + key in (exp.tags or {})
     ui = [
-        (
-            "the sweep's runs" + (" (its saved view)" if saved else ""),
-            views.runs_link(base, exp.experiment_id, key if saved else None),
-        ),
+        ("the sweep's runs" + (" (its saved view)" if saved else ""), link),
         ("the sweep's parent run", views.run_link(base, exp.experiment_id, info.parent_run_id)),
     ]
     pngs = [out / "report.png", out / "cost.png"]
@@ -378,12 +373,18 @@ def example_lines(client, info) -> list[str]:
     return [head, *flips, *spreads, ""]
 
 
+def simple_comparisons(info) -> list:
+    """Each level against the baseline (the simple effects), each at its selected nuisance
+    setting: paired by seed where they can be, Holm-adjusted, with its verdict."""
+    _, rows = simple_tables(info.children, info.factors, info.baseline, info.margin)
+    return [r for r in rows if r.table == "tuned" and not r.is_baseline]
+
+
 def plan(info) -> str:
     """`--plan`: the seeds each comparison needs (paired, Holm over the study's comparisons,
     against its margin) at the spread of its per-seed differences in this sweep, and what
     running the study with as many takes."""
-    _, rows = simple_tables(info.children, info.factors, info.baseline, info.margin)
-    rows = [r for r in rows if r.table == "tuned" and not r.is_baseline]
+    rows = simple_comparisons(info)
     lines = [
         f"Plan for study {info.study} from sweep {info.sweep_id} (margin {info.margin:g} "
         f"points; each comparison paired by seed, Holm over {len(rows)}):"
@@ -394,18 +395,12 @@ def plan(info) -> str:
         if r.verdict in RESOLVED:
             lines.append(f"  {name}: {r.verdict} already, with {r.n} seeds")
             need.append(r.n)
-            continue
-        k = seeds_needed(r.diff, info.margin)
-        if k is None and r.diff is not None and r.diff.paired and r.diff.se:
-            lines.append(
-                f"  {name}: more than {MOST_SEEDS} seeds (at {r.diff.estimate:+.2f} so far)"
-            )
-            continue
-        if k is None:
-            lines.append(f"  {name}: cannot say (not paired by seed, or no spread yet)")
-            continue
-        lines.append(f"  {name}: about {k} seeds (at {r.diff.estimate:+.2f} points so far)")
-        need.append(k)
+        elif r.diff is None:
+            lines.append(f"  {name}: cannot say (no runs to compare)")
+        else:
+            k, words = seeds_to_resolve(r.diff, info.margin)
+            lines.append(f"  {name}: {words} (at {r.diff.estimate:+.2f} points so far)")
+            need += [k] if k else []
     done = [r for r in info.children if r.done]
     if need and done:
         seeds = max(need)
@@ -455,13 +450,17 @@ def adaptive_lines(info) -> list[str]:
     )
 
 
-def links(uri: str, exp, info) -> str:
-    """Where the sweep opens in the MLflow UI (its saved view, the classic runs view)."""
-    base = views.ui_base(uri)
+def sweep_link(uri: str, exp, info) -> tuple[str, bool]:
+    """The sweep's runs in the MLflow UI: its saved view where the experiment has it, else the
+    classic runs view; and whether it is the saved view."""
     key = views.view_key(info.sweep_id)
     saved = views.TAG_PREFIX + key in (exp.tags or {})
-    link = views.runs_link(base, exp.experiment_id, key if saved else None)
-    out = f"in the MLflow UI: {link}"
+    return views.runs_link(views.ui_base(uri), exp.experiment_id, key if saved else None), saved
+
+
+def links(uri: str, exp, info) -> str:
+    """Where the sweep opens in the MLflow UI (its saved view, the classic runs view)."""
+    out = f"in the MLflow UI: {sweep_link(uri, exp, info)[0]}"
     command = views.ui_command(uri)
     return out + (f"\n  (serve it with: {command})" if command else "")
 

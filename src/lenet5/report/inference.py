@@ -124,7 +124,11 @@ def paired_contrast(groups: list[Group], coefs: list[float], level: float = 0.95
     """The contrast per seed, and the one-sample t interval of those (`pairable` groups)."""
     seeds = sorted({s for s, _ in groups[0]})
     by = [dict(g) for g in groups]
-    d = [sum(c * b[s] for c, b in zip(coefs, by, strict=True)) for s in seeds]
+    return per_seed([sum(c * b[s] for c, b in zip(coefs, by, strict=True)) for s in seeds], level)
+
+
+def per_seed(d: list[float], level: float = 0.95) -> Contrast:
+    """The one-sample t interval (and p) of per-seed contrasts, two or more."""
     est, se, df = mean_se(d)
     return Contrast(est, se, df, True, f"{len(d)} pairs", level, _p(est, se, df))
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lenet5.core import names
-from lenet5.report.inference import MOST_SEEDS, seeds_needed
+from lenet5.report.inference import MOST_SEEDS, Contrast, seeds_needed
 from lenet5.report.reading import SweepInfo
 from lenet5.report.render import (
     _num,
@@ -211,19 +211,26 @@ def plain_verdict_lines(rows: list[Comparison], margin: float) -> list[str]:
     return [head, *out, ""] if out else []
 
 
+def seeds_to_resolve(c: Contrast, margin: float) -> tuple[int | None, str]:
+    """The seeds that would resolve a comparison at the spread seen so far (`seeds_needed`),
+    and that in words: about k, more than MOST_SEEDS, or why it cannot be said."""
+    k = seeds_needed(c, margin)
+    if k:
+        return k, f"about {k} seeds"
+    if not c.paired:
+        return None, "cannot say (not paired by seed)"
+    if not c.se:
+        return None, "cannot say (no spread yet)"
+    return None, f"more than {MOST_SEEDS} seeds"
+
+
 def planning_lines(rows: list[Comparison], margin: float) -> list[str]:
     """For each comparison still too wide to conclude: the seeds that would resolve it."""
     out = []
     for r in rows:
         if r.verdict != "too wide to conclude" or r.diff is None:
             continue
-        k = seeds_needed(r.diff, margin)
-        need = (
-            "cannot say (not paired by seed)"
-            if not r.diff.paired
-            else (f"about {k} seeds" if k else f"more than {MOST_SEEDS} seeds")
-        )
-        out.append(f"  {r.table}: {r.factor}={r.level}: {need}")
+        out.append(f"  {r.table}: {r.factor}={r.level}: {seeds_to_resolve(r.diff, margin)[1]}")
     head = (
         "Seeds that would resolve what is still too wide to conclude (at the spread of the "
         "per-seed differences seen so far, the same level):"

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from lenet5.report.inference import Contrast, mean_se, t_crit, verdict
+from lenet5.report.inference import Contrast, per_seed, t_crit, verdict
 from lenet5.report.stats import Run
 from lenet5.report.tuning import Cell, arm_name, group, is_simple, select
 
@@ -91,12 +91,6 @@ class Outcome:
         return self.verdict in RESOLVED
 
 
-def interval(diffs: list[float], level: float) -> Contrast:
-    """The paired t interval of per-seed differences at `level`."""
-    est, se, df = mean_se(diffs)
-    return Contrast(est, se, df, True, f"{len(diffs)} pairs", level)
-
-
 def futile(c: Contrast, last: int, last_level: float, margin: float, hope: float = HOPE) -> bool:
     """Whether the last look (`last` seeds, at `last_level`) could not resolve a comparison
     whose interval so far is `c`, even were its estimate `hope` standard errors more
@@ -132,7 +126,7 @@ def decide(
         for k, (n, a) in enumerate(zip(looks, shares, strict=True), start=1):
             if len(d) < n:
                 break
-            c = interval(d[:n], 1 - a / m)
+            c = per_seed(d[:n], 1 - a / m)
             result = Outcome(verdict(c, margin), k, n, c)
             if result.resolved:
                 break
