@@ -37,7 +37,6 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_joblib_launcher._core import execute_job
 from omegaconf import DictConfig
 
 from lenet5.tracking import parent
@@ -47,6 +46,7 @@ log = logging.getLogger("lenet5.sweep")
 # Imported once by the fork server, so each job's process starts with them loaded (torch and
 # Lightning, MLflow and its SQL store: under load, 30 s and 8 s of imports a job otherwise).
 PRELOAD = [
+    "hydra_plugins.hydra_joblib_launcher._core",  # `_execute_job`'s, ready in every job
     "lenet5.cli.train",
     "lenet5.training.build",
     "mlflow.tracking",
@@ -103,9 +103,18 @@ def _die_with_parent() -> None:
         pass  # not Linux: the job runs to its end
 
 
+def _execute_job():
+    """Hydra's joblib launcher's `execute_job`, imported where a job runs: importing joblib
+    sets KMP_INIT_AT_FORK in the environment, and importing lenet5 changes none."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    return execute_job
+
+
 def _job(conn, payload: bytes, idx: int, overrides: list[str]) -> None:
     """A job's process: run the job as joblib would, hand back its JobReturn."""
     _die_with_parent()
+    execute_job = _execute_job()
     try:
         ret = execute_job(idx, overrides, *cloudpickle.loads(payload))
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the training already ended its run KILLED
@@ -149,6 +158,7 @@ class IsolatedLauncher(Launcher):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         context = (self.hydra_context, self.config, self.task_function, Singleton.get_state())
         if workers == 1:  # as joblib with one worker: in this process
+            execute_job = _execute_job()
             return [execute_job(idx, overrides, *context) for idx, overrides in jobs]
         results = Pool(workers, cloudpickle.dumps(context)).run(jobs)
         return [results[idx] for idx, _ in jobs]
