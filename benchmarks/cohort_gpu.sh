@@ -53,7 +53,7 @@ for mode in ${MODES:-cohort joblib}; do
     rm -rf "$store" && mkdir -p "$store"
     echo "== $mode: lenet5-train -m ${STUDY[*]} ${extra[*]}"
     start=$(date +%s.%N)
-    timeout -k 10 "${LIMIT_S:-140}" "$PY" -c 'from lenet5.cli.train import main; main()' -m \
+    timeout -k 60 "${LIMIT_S:-140}" "$PY" -c 'from lenet5.cli.train import main; main()' -m \
         "${STUDY[@]}" "${extra[@]}" "mlflow.tracking_uri=sqlite:///$store/mlflow.db" \
         "mlflow.artifact_root=$store/artifacts" "hydra.sweep.dir=$store/hydra" \
         >"$OUT/$mode.log" 2>&1
@@ -63,12 +63,12 @@ for mode in ${MODES:-cohort joblib}; do
     grep -E "cohort c[0-9]+ \(|Launching" "$OUT/$mode.log" | head -8
 done
 
-"$PY" - "$OUT" "$EPOCHS" "$DATA_NAME" <<'EOF'
+"$PY" - "$OUT" "$EPOCHS" "$DATA_NAME" "${EXTRA:-}" <<'EOF'
 import json, statistics, sys, time
 from pathlib import Path
 from mlflow.tracking import MlflowClient
 
-out, epochs, data = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+out, epochs, data, extra = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 gpu = (out / "gpu.txt").read_text().strip()
 rows = {}
 for line in (out / "walls.txt").read_text().split("\n"):
@@ -89,11 +89,11 @@ for line in (out / "walls.txt").read_text().split("\n"):
     rows[mode] = {"exit": int(rc), "wall_s": float(wall), "finished": finished,
                   "failed": failed, "mean_test_error": statistics.mean(errors) if errors else None}
 lines = [
-    "# Cohorts on one GPU: one_at_a_time_tuned (45 runs), scaled down",
+    "# Cohorts on one GPU: one_at_a_time_tuned" + (f" with {extra}" if extra else " (45 runs)"),
     "",
     f"GPU: {gpu}. Data: {data}; {epochs} epoch(s) per run; mlflow.log_model=false.  ",
     f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}  ",
-    "Command: `DATA=... OUT=... EPOCHS=%d bash benchmarks/cohort_gpu.sh`" % epochs,
+    f"Command: `DATA=... OUT=... EPOCHS={epochs} EXTRA='{extra}' bash benchmarks/cohort_gpu.sh`",
     "",
     "| launcher | exit | wall s | FINISHED | FAILED | mean test error |",
     "|---|---|---|---|---|---|",

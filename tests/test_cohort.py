@@ -8,14 +8,19 @@ sweep checks the launcher's records. The slow tier runs the issue's 12-job comma
 
 import logging
 import math
+import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 # The in-process sweep of tests/test_sweep.py (its fixtures) and how it reads a sweep's record.
-from test_sweep import multirun, parent_and_children, sweep_client  # noqa: F401
+from test_isolation import OOM, children, kill_a_worker, one_run_per_config
+from test_sweep import multirun, parent_and_children, shell_sweep, sweep_client  # noqa: F401
 
 from lenet5.cli import train as cli
 from lenet5.cli.cohort import group, in_cohort
@@ -348,3 +353,57 @@ def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
     for c in children2:
         steps = [m.step for m in sweep_client.get_metric_history(c.info.run_id, "val/acc")]
         assert len(steps) == 2  # one validation per epoch: epoch 1 redone, not epoch 0
+
+
+@pytest.mark.slow  # three parallel sweeps: a cohort killed, the sweep stopped, its relaunch
+def test_parallel_cohorts_lose_only_a_killed_cohort_and_a_stopped_sweep_leaves_no_run_running(
+    tmp_path,
+):
+    """`hydra.launcher.n_jobs=2`: each cohort in a process of its own. SIGKILL to one (the
+    out-of-memory killer) loses only its members, whose runs end KILLED with the cause;
+    SIGTERM to the sweep ends every running member KILLED; the relaunch finishes them all."""
+    cohorts = ["hydra/launcher=cohort", "hydra.launcher.n_jobs=2", "hydra.launcher.stack=true"]
+    cohorts += ["data.chunk_size=128", "trainer.max_epochs=4", "+trainer.limit_train_batches=10"]
+    cohorts += ["model=paper,modern", "seed=0,1"]
+    # The parallel sweep of tests/test_sweep.py with what `cohorts` sets left to it: two
+    # cohorts of two members, each in a process of its own.
+    mine = {a.split("=")[0] for a in cohorts}
+    command = [a for a in shell_sweep(tmp_path) if a.split("=")[0] not in mine]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+    def launch():
+        out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}.txt"
+        with out.open("w") as f:
+            return subprocess.Popen([*command, *cohorts], stdout=f, stderr=f), out
+
+    proc, out = launch()
+    killed = kill_a_worker(client, proc)
+    assert killed is not None, out.read_text()[-3000:]
+    assert proc.wait(timeout=600) == 1, out.read_text()[-3000:]
+    output = out.read_text()
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if "lost" in line and "same command" in line]
+    assert len(lines) == 1 and OOM in lines[0], output[-3000:]
+    cohort = client.get_run(killed).data.tags["lenet5.cohort"]
+    runs = children(client)
+    lost = [r for r in runs if r.data.tags["lenet5.cohort"] == cohort]
+    assert len(lost) == 2 and {r.info.status for r in lost} == {"KILLED"}
+    assert {r.data.tags["failure_reason"] for r in lost} == {OOM}
+    others = [r for r in runs if r.data.tags["lenet5.cohort"] != cohort]
+    assert len(others) == 2 and {r.info.status for r in others} == {"FINISHED"}
+
+    proc, out = launch()  # the same command, stopped while it continues the lost cohort
+    while proc.poll() is None and not any(r.info.status == "RUNNING" for r in children(client)):
+        time.sleep(0.2)
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=300) == 130, out.read_text()[-3000:]
+    assert "Traceback" not in out.read_text()
+    statuses = {r.info.status for r in children(client)}
+    assert "RUNNING" not in statuses, statuses
+
+    proc, out = launch()
+    assert proc.wait(timeout=600) == 0, out.read_text()[-3000:]
+    by_config = one_run_per_config(client)
+    assert len(by_config) == 4
+    assert {r.info.run_id for r in lost} <= {r.info.run_id for r in by_config.values()}

@@ -10,7 +10,8 @@ FINISHED job on relaunch, its MLflow run, its record). Jobs whose configs differ
 optimizer) form a cohort of at most `max_members`; the others go to separate cohorts, one
 line each saying which keys set them apart. A cohort's members run in threads that take
 turns, their updates stacked (`lenet5.training.cohort`); each run is tagged
-`lenet5.cohort=<id>`. Cohorts run `n_jobs` at a time (joblib's processes; 1: in this one).
+`lenet5.cohort=<id>`. Cohorts run `n_jobs` at a time, each in a process of its own
+(`lenet5.cli.launcher.Pool`: a cohort killed outright loses only its members; 1: in this one).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -30,7 +32,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lenet5.cli.launcher import INTERRUPTED, Pool, Unit, die_with_parent, send
 from lenet5.core.names import COHORT
+from lenet5.core.process import interrupts
 from lenet5.tracking.runs import member_tags
 
 log = logging.getLogger("lenet5")
@@ -149,16 +153,14 @@ class CohortLauncher(Launcher):
         returns: list[JobReturn | None] = [None] * len(configs)
         if self.n_jobs == 1:
             done = [self._run(cohort_id, cfgs) for cohort_id, cfgs, _ in work]
-        else:
-            from joblib import Parallel, delayed
-
-            state = Singleton.get_state()
-            done = Parallel(n_jobs=self.n_jobs)(
-                delayed(run_cohort)(
-                    cohort_id, cfgs, self.hydra_context, self.task_function, self.stack, state
-                )
-                for cohort_id, cfgs, _ in work
-            )
+        else:  # each cohort in a process of its own: a lost one costs only its members
+            context = (self.hydra_context, self.task_function, self.stack, Singleton.get_state())
+            units = [
+                Unit(k, (cohort_id, cfgs), tuple(_numbered(cfg) for cfg in cfgs))
+                for k, (cohort_id, cfgs, _) in enumerate(work)
+            ]
+            results = Pool(self.n_jobs, cloudpickle.dumps(context), _cohort).run(units)
+            done = [results[k] for k in range(len(work))]
         for (members, _), rets in zip(plans, done, strict=True):
             for i, ret in zip(members, rets, strict=True):
                 returns[i] = ret
@@ -167,6 +169,28 @@ class CohortLauncher(Launcher):
 
     def _run(self, cohort_id: str, cfgs: list[DictConfig]) -> list[JobReturn]:
         return run_cohort(cohort_id, cfgs, self.hydra_context, self.task_function, self.stack)
+
+
+def _numbered(cfg: DictConfig) -> tuple[int, tuple[str, ...]]:
+    return int(cfg.hydra.job.num), tuple(cfg.hydra.overrides.task)
+
+
+def _cohort(conn, payload: bytes, arg: tuple[str, list[DictConfig]]) -> None:
+    """A cohort's process (`lenet5.cli.launcher.Pool`): run it, hand back its JobReturns.
+    Ctrl-C or SIGTERM unwinds here (the process's main thread) and stops every member, each
+    run KILLED with its checkpoint (`in_cohort`)."""
+    die_with_parent()
+    cohort_id, cfgs = arg
+    # As the sweep's process logs (members log through `member_log`, Hydra's job logging off).
+    configure_log(cfgs[0].hydra.hydra_logging, cfgs[0].hydra.verbose)
+    with interrupts():
+        try:
+            rets = run_cohort(cohort_id, cfgs, *cloudpickle.loads(payload))
+        except (KeyboardInterrupt, SystemExit):
+            os._exit(INTERRUPTED)
+        except Exception as e:  # as Hydra's launchers: the sweep stops with it
+            rets = e
+    send(conn, rets)
 
 
 def _job_line(cfg: DictConfig) -> str:

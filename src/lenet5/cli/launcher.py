@@ -91,7 +91,7 @@ def n_workers(n_jobs: int | None) -> int:
     return max(cores + 1 + n, 1) if n < 0 else max(n, 1)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to send this job SIGTERM when the fork server dies (it does when the sweep's
     main process dies, even by SIGKILL): the job then ends its run KILLED with its checkpoint
     rather than training on unwatched."""
@@ -111,21 +111,47 @@ def _execute_job():
     return execute_job
 
 
-def _job(conn, payload: bytes, idx: int, overrides: list[str]) -> None:
-    """A job's process: run the job as joblib would, hand back its JobReturn."""
-    _die_with_parent()
+def send(conn, value: Any) -> None:
+    """Hand a worker's result back to the sweep's process."""
+    try:
+        conn.send_bytes(cloudpickle.dumps(value))
+        conn.close()
+    except OSError:  # the sweep's main process is gone: the runs recorded their end
+        os._exit(0)
+
+
+def _job(conn, payload: bytes, job: tuple[int, list[str]]) -> None:
+    """A job's process: run the job as joblib would, hand back [its JobReturn]."""
+    die_with_parent()
     execute_job = _execute_job()
     try:
-        ret = execute_job(idx, overrides, *cloudpickle.loads(payload))
+        ret = [execute_job(*job, *cloudpickle.loads(payload))]
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the training already ended its run KILLED
         os._exit(INTERRUPTED)
     except Exception as e:  # Hydra could not load the job's config: the sweep stops, as before
         ret = e
-    try:
-        conn.send_bytes(cloudpickle.dumps(ret))
-        conn.close()
-    except OSError:  # the sweep's main process is gone: the job's run recorded its end
-        os._exit(0)
+    send(conn, ret)
+
+
+def _worker(target, threads: int, *args) -> None:
+    """A worker process: torch's CPU threads a share of the cores, as joblib's loky pool gives
+    its workers (`n_jobs` processes of torch's default, every core, slow each other down
+    several times; a config's `threads=` still sets its own), then `target(*args)`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    target(*args)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one worker process runs: `target(conn, payload, arg)` hands back a list of
+    JobReturns, one per job in `jobs` ((number, overrides): one job, or a cohort's), which a
+    lost unit's record names."""
+
+    key: int
+    arg: Any
+    jobs: tuple[tuple[int, tuple[str, ...]], ...]
 
 
 class IsolatedLauncher(Launcher):
@@ -160,26 +186,28 @@ class IsolatedLauncher(Launcher):
         if workers == 1:  # as joblib with one worker: in this process
             execute_job = _execute_job()
             return [execute_job(idx, overrides, *context) for idx, overrides in jobs]
-        results = Pool(workers, cloudpickle.dumps(context)).run(jobs)
-        return [results[idx] for idx, _ in jobs]
+        units = [Unit(idx, (idx, o), ((idx, tuple(o)),)) for idx, o in jobs]
+        results = Pool(workers, cloudpickle.dumps(context), _job).run(units)
+        return [results[idx][0] for idx, _ in jobs]
 
 
 class Pool:
-    """At most `workers` job processes at a time; a lost one is recorded and replaced."""
+    """At most `workers` processes at a time, each running one `Unit` with `target`; a lost
+    one is recorded and replaced."""
 
-    def __init__(self, workers: int, payload: bytes) -> None:
-        self.workers, self.payload = workers, payload
+    def __init__(self, workers: int, payload: bytes, target) -> None:
+        self.workers, self.payload, self.target = workers, payload, target
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
-        self.running: dict[int, tuple[Any, Any, int, list[str]]] = {}  # by sentinel
+        self.running: dict[int, tuple[Any, Any, Unit]] = {}  # by sentinel
         self.results: dict[int, Any] = {}
 
-    def run(self, jobs: list[tuple[int, list[str]]]) -> dict[int, JobReturn]:
-        waiting = deque(jobs)
+    def run(self, units: list[Unit]) -> dict[int, list[JobReturn]]:
+        waiting = deque(units)
         try:
             while waiting or self.running:
                 while waiting and len(self.running) < self.workers:
-                    self._start(*waiting.popleft())
+                    self._start(waiting.popleft())
                 self._collect()
         except BaseException:  # Ctrl-C, SIGTERM (via the sweep's handlers): stop the jobs
             self._stop()
@@ -189,36 +217,39 @@ class Pool:
                 raise value
         return self.results
 
-    def _start(self, idx: int, overrides: list[str]) -> None:
+    def _start(self, unit: Unit) -> None:
         receive, send = self.context.Pipe(duplex=False)
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
         process = self.context.Process(
-            target=_job, args=(send, self.payload, idx, overrides), name=f"lenet5-job-{idx}"
+            target=_worker,
+            args=(self.target, threads, send, self.payload, unit.arg),
+            name=f"lenet5-{unit.key}",
         )
         process.start()
         send.close()  # the job's end only: EOF here once it is gone
-        self.running[process.sentinel] = (process, receive, idx, overrides)
+        self.running[process.sentinel] = (process, receive, unit)
 
     def _collect(self) -> None:
-        """Wait until a job hands back its result or its process ends."""
-        pipes = {conn: s for s, (_, conn, _, _) in self.running.items()}
+        """Wait until a unit hands back its result or its process ends."""
+        pipes = {conn: s for s, (_, conn, _) in self.running.items()}
         for ready in wait([*pipes, *self.running]):
             if ready in pipes:  # read before the process ends: a large result blocks its exit
-                self._receive(*self.running[pipes[ready]][1:3])
+                self._receive(*self.running[pipes[ready]][1:])
         for sentinel in wait(list(self.running), timeout=0):
-            process, conn, idx, overrides = self.running.pop(sentinel)
+            process, conn, unit = self.running.pop(sentinel)
             process.join()
-            if idx not in self.results and conn.poll():
-                self._receive(conn, idx)
+            if unit.key not in self.results and conn.poll():
+                self._receive(conn, unit)
             conn.close()
-            if idx not in self.results:
-                self.results[idx] = self._lost(idx, overrides, process)
+            if unit.key not in self.results:
+                self.results[unit.key] = self._lost(unit, process)
 
-    def _receive(self, conn, idx: int) -> None:
-        with contextlib.suppress(EOFError):  # the job died: its sentinel says so
-            self.results[idx] = cloudpickle.loads(conn.recv_bytes())
+    def _receive(self, conn, unit: Unit) -> None:
+        with contextlib.suppress(EOFError):  # the process died: its sentinel says so
+            self.results[unit.key] = cloudpickle.loads(conn.recv_bytes())
 
-    def _lost(self, idx: int, overrides: list[str], process) -> JobReturn:
-        """End the lost job's run KILLED with the cause (its process could not); the job's
+    def _lost(self, unit: Unit, process) -> list[JobReturn]:
+        """End the lost unit's runs KILLED with the cause (its process could not); each job's
         value is NaN, as for a job that failed."""
         reason = cause(process.exitcode)
         info = parent.current()
@@ -229,15 +260,19 @@ class Pool:
                     info["tracking_uri"], info["experiment_id"], info["sweep_id"],
                     process.pid, reason,
                 )  # fmt: skip
-            except Exception as e:  # the store away: the relaunch takes the run over instead
-                log.warning("job #%d: its run could not be ended KILLED: %s", idx, e)
-        lost = Lost(idx, tuple(overrides), reason, tuple(runs))
-        LOST.append(lost)
-        where = f"its run {', '.join(runs)} ended KILLED" if runs else "it had no run yet"
-        log.warning("job %s lost: %s; %s; the sweep goes on", lost, reason, where)
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-        ret.return_value = float("nan")
-        return ret
+            except Exception as e:  # the store away: the relaunch takes the runs over instead
+                log.warning("%s: its runs could not be ended KILLED: %s", process.name, e)
+        plural = "s" if len(runs) > 1 else ""
+        where = f"its run{plural} {', '.join(runs)} ended KILLED" if runs else "it had no run yet"
+        rets = []
+        for num, overrides in unit.jobs:
+            lost = Lost(num, overrides, reason, tuple(runs))
+            LOST.append(lost)
+            log.warning("job %s lost: %s; %s; the sweep goes on", lost, reason, where)
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+            ret.return_value = float("nan")
+            rets.append(ret)
+        return rets
 
     def _stop(self) -> None:
         """SIGTERM to every running job (each ends its run KILLED with its checkpoint), then
@@ -245,7 +280,7 @@ class Pool:
         for process, *_ in self.running.values():
             if process.is_alive():
                 process.terminate()
-        for process, conn, *_ in self.running.values():
+        for process, conn, _ in self.running.values():
             process.join(STOP_WAIT_S)
             if process.is_alive():
                 process.kill()

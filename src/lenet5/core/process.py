@@ -10,16 +10,33 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+_stopped_by: str | None = None  # the signal that arrived inside `interrupts()`, if one did
+
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    global _stopped_by
+    _stopped_by = signal.Signals(signum).name
+    # Ctrl-C says nothing more (the command prints "stopped by Ctrl-C"); SIGTERM says its name.
+    raise (
+        KeyboardInterrupt()
+        if signum == signal.SIGINT
+        else KeyboardInterrupt(f"signal {_stopped_by}")
+    )
+
+
+def stopped_by() -> str | None:
+    """The signal (SIGINT, SIGTERM) that arrived inside `interrupts()`, else None. Library code
+    can be caught mid-way by the KeyboardInterrupt it raises and turn it into an error of its
+    own (OmegaConf does, building a config); this tells that a stop, not a fault, ended it."""
+    return _stopped_by
 
 
 @contextmanager
 def interrupts() -> Iterator[None]:
     """Ctrl-C (SIGINT) and SIGTERM (a scheduler's or `kill`'s stop) both unwind like Ctrl-C
     while inside, so a run ends KILLED with its last checkpoint; the handlers found are put
-    back on leaving.
+    back on leaving. An error that leaves after a stop arrived leaves as KeyboardInterrupt:
+    the stop is what ended the work, whatever it became on the way (`stopped_by`).
 
     SIGINT gets Python's own handler even where the process started with it ignored (what a
     non-interactive shell does to a command started with `&`).
@@ -29,11 +46,20 @@ def interrupts() -> Iterator[None]:
         # launcher there stops the members (lenet5.training.cohort.Cohort.interrupt).
         yield
         return
+    global _stopped_by
+    _stopped_by = None
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
+    except Exception as e:
+        if _stopped_by is None:
+            raise
+        # The stop, turned into another error where it landed: still a stop (its run KILLED,
+        # the command's one line), with what it became kept as the cause.
+        message = "" if _stopped_by == "SIGINT" else f"signal {_stopped_by}"
+        raise KeyboardInterrupt(message) from e
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -21,7 +21,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lenet5.core import names
+from lenet5.core import names, process
 from lenet5.core.errors import StoreError
 from lenet5.core.paths import local_path
 from lenet5.study.design import CHOICE_TAGS, tags_for
@@ -159,7 +159,7 @@ def _ending(e: BaseException) -> tuple[str, str]:
     asks Slurm to send before the time limit."""
     if type(e).__name__ == "UncompletedJobError":
         return "KILLED", f"stopped by the scheduler: {e}"
-    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+    if isinstance(e, (KeyboardInterrupt, SystemExit)) or process.stopped_by() is not None:
         return "KILLED", "interrupted (Ctrl-C or SIGTERM)"
     return "FAILED", f"{type(e).__name__}: {e}"
 
