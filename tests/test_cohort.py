@@ -6,6 +6,7 @@ what they record, step by step; the grouping is checked on composed configs; one
 sweep checks the launcher's records. The slow tier runs the issue's 12-job command.
 """
 
+import copy
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from test_sweep import multirun, parent_and_children, shell_sweep, sweep_client 
 from lenet5.cli import train as cli
 from lenet5.cli.cohort import group, in_cohort
 from lenet5.core.paths import local_path
+from lenet5.training.sdlm import SDLM
 
 # 2 epochs of 2 chunks (32 updates of 64 digits an epoch), train/loss at every chunk.
 SHORT = [
@@ -193,6 +195,61 @@ def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
     assert plans == [([0, 1], "2 members"), ([2], "1 member; max_members=2 splits it")]
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-4),
+        lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
+        lambda ps, lr: SDLM(ps, lr=lr),
+    ],
+    ids=["adam", "sgd_momentum", "sdlm"],
+)
+def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make):
+    """The members' optimizers of one class and settings step as one (one foreach step for
+    all); each parameter ends where its own optimizer's step alone puts it, bitwise, its
+    state kept by its own optimizer; other settings step apart."""
+    from lenet5.training.cohort import _alike, _step_together
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 2)) for _ in range(4)]
+    twins = [copy.deepcopy(n) for n in nets]
+    lrs = [0.01, 0.01, 0.01, 0.03]  # the last member's learning rate differs
+
+    def optimizers(networks):
+        opts = [make(list(n.parameters()), lr) for n, lr in zip(networks, lrs, strict=True)]
+        for opt, n in zip(opts, networks, strict=True):
+            if isinstance(opt, SDLM):
+                for p in n.parameters():
+                    opt.state[p]["h"] = torch.rand_like(p)
+        return opts
+
+    apart, together = optimizers(nets), optimizers(twins)
+    for a, b in zip(apart, together, strict=True):
+        for p, q in zip(a.param_groups[0]["params"], b.param_groups[0]["params"], strict=True):
+            if "h" in a.state[p]:  # SDLM: the twins' curvature the same
+                b.state[q]["h"] = a.state[p]["h"].clone()
+    assert [len(g) for g in _alike(together)] == [3, 1]
+    for _ in range(3):
+        for n, m in zip(nets, twins, strict=True):
+            x = torch.randn(5, 8)
+            n(x).square().sum().backward()
+            m(x).square().sum().backward()
+        for opt in apart:
+            opt.step()
+            opt.zero_grad()
+        for same in _alike(together):
+            _step_together(same)
+        for opt in together:
+            opt.zero_grad()
+    for n, m, a, b in zip(nets, twins, apart, together, strict=True):
+        for p, q in zip(n.parameters(), m.parameters(), strict=True):
+            assert torch.equal(p, q)
+            assert a.state[p].keys() == b.state[q].keys() and b.state[q]
+            for key, value in a.state[p].items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(b.state[q][key]))
+        assert len(b.param_groups[0]["params"]) == 4  # its own group put back
+
+
 def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
     """A member whose loss becomes infinite ends FAILED with its reason; the other goes on,
     stacked until then and alone after, and still equals its solo run."""
@@ -207,6 +264,25 @@ def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
     assert "training loss became" in diverged.data.tags["failure_reason"]
     member, solo_run = runs[("0", "0.01")]
     assert_same_record(client, member, solo_run)
+
+
+@pytest.mark.slow  # ~15 s: two members and their two solo runs, up to 3 epochs each
+def test_early_stopping_ends_one_member_and_the_other_goes_on(store, client, tmp_path):
+    """A member whose val/acc stops improving ends its fit early (Lightning's EarlyStopping,
+    its own callback); the cohort goes on without it, and both equal their solo runs."""
+    stop = ["callbacks=[default,early_stop]", "callbacks.early_stop.patience=1"]
+    base = [*SHORT, *store, *stop, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}/h"]
+    members = [["seed=0", "optimizer.lr=1e-12"], ["seed=0", "optimizer.lr=0.003"]]
+    in_cohort("c0", [lambda m=m: cli.run(base + m) for m in members], stack=True)
+    for m in members:
+        cli.run(base + m)
+    runs = runs_by_seed_and_lr(client)
+    (stalled, stalled_solo), (learning, learning_solo) = runs[("0", "1e-12")], runs[("0", "0.003")]
+    epochs = len(client.get_metric_history(stalled.info.run_id, "val/acc"))
+    assert epochs == 2  # no improvement after its first validation, patience 1
+    assert len(client.get_metric_history(learning.info.run_id, "val/acc")) > epochs
+    assert_same_record(client, stalled, stalled_solo)
+    assert_same_record(client, learning, learning_solo)
 
 
 def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client, tmp_path):  # noqa: F811

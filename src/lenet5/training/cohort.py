@@ -32,7 +32,7 @@ from torch.func import functional_call, vmap
 log = logging.getLogger("lenet5")
 _seat = threading.local()
 # LightningOptimizer's step counting around the plain optimizer's step (private API; see
-# lenet5.training.module, which counts the same way).
+# lenet5.training.module, which counts the same way): before, after.
 STEP_COUNTERS = ("_on_before_step", "_on_after_step")
 # Blocks whose forward draws random numbers or moves running statistics: under vmap they
 # would draw or update once for all members, so a member with one computes its own updates.
@@ -265,8 +265,49 @@ def _update(modules: list, batches: list[tuple]) -> list[torch.Tensor]:
         opt.optimizer.zero_grad()
     torch.stack(losses).sum().backward()
     for opt in optimizers:
-        before, after = (getattr(opt, name) for name in STEP_COUNTERS)
-        before()
-        opt.optimizer.step()
-        after()
+        getattr(opt, STEP_COUNTERS[0])()
+    for same in _alike([opt.optimizer for opt in optimizers]):
+        _step_together(same)
+    for opt in optimizers:
+        getattr(opt, STEP_COUNTERS[1])()
     return [loss.detach() for loss in losses]
+
+
+def _alike(optimizers: list) -> list[list]:
+    """The optimizers in groups that can step as one: the same class and settings (the
+    seeds of one learning rate), one parameter group each, no step hooks of their own."""
+    groups: dict = {}
+    for k, opt in enumerate(optimizers):
+        key: object = k  # alone
+        hooks = opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+        if len(opt.param_groups) == 1 and not hooks:
+            settings = {n: v for n, v in opt.param_groups[0].items() if n != "params"}
+            key = (type(opt), repr(sorted(settings.items())))
+        groups.setdefault(key, []).append(opt)
+    return list(groups.values())
+
+
+def _step_together(optimizers: list) -> None:
+    """One step of several optimizers of the same class and settings, as one: their
+    parameters as one group of the first, their states as one. Every torch optimizer and SDLM
+    update each parameter from its own gradient and state, so each member moves as its own
+    step would move it; a foreach (or fused) step then runs once for all members, not once
+    each (on a GPU: one set of kernel launches)."""
+    first = optimizers[0]
+    if len(optimizers) == 1:
+        first.step()
+        return
+    own_groups, own_state = first.param_groups, first.state
+    params = [p for opt in optimizers for p in opt.param_groups[0]["params"]]
+    state = type(own_state)(dict)  # the members' state dicts themselves, updated in place
+    for opt in optimizers:
+        state.update(opt.state)
+    first.param_groups, first.state = [{**own_groups[0], "params": params}], state
+    try:
+        first.step()
+    finally:
+        first.param_groups, first.state = own_groups, own_state
+    for opt in optimizers:  # state made by this step (a first step): to its own optimizer
+        for p in opt.param_groups[0]["params"]:
+            if p in state:
+                opt.state[p] = state[p]

@@ -78,6 +78,7 @@ class SDLM(torch.optim.Optimizer):
                 if p not in h:
                     raise ValueError(f"a parameter of shape {tuple(p.shape)} is not in `model`")
                 self.state[p]["h"] = h[p]
+                self.state[p].pop("mu", None)  # h + mu made again at the next step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -86,16 +87,23 @@ class SDLM(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params, grads, denominators = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                h = self.state[p].get("h")
-                if h is None:
+                state = self.state[p]
+                if "h" not in state:
                     raise RuntimeError(
                         "SDLM has no curvature estimate yet: call estimate_hessian(model, loss, "
                         "x, y) before the pass (the paper re-estimates it before each pass, app. C)"
                     )
-                p.addcdiv_(p.grad, h + group["mu"], value=-group["lr"])
+                if state.get("mu") != group["mu"]:  # h + mu is fixed for the pass: made once
+                    state["denominator"], state["mu"] = state["h"] + group["mu"], group["mu"]
+                params.append(p)
+                grads.append(p.grad)
+                denominators.append(state["denominator"])
+            if params:  # one call for every parameter (per-sample updates: ~10 ops less each)
+                torch._foreach_addcdiv_(params, grads, denominators, value=-group["lr"])
         return loss
 
 
