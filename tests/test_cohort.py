@@ -42,6 +42,11 @@ SHORT = [
     "mlflow.log_model=false",
 ]
 SLOW = pytest.mark.slow
+# On a GPU the optimizers take their foreach (multi-tensor) paths.
+CUDA = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 HISTORIES = ("train/loss", "val/loss", "val/acc", "test/error", "test/loss", "epoch")
 # Tags that say where and when a run ran, not what it computed.
 CONTEXT_TAGS = re.compile(r"mlflow\.(source|user|runName|note)|lenet5\.(heartbeat|pid|host|cohort)")
@@ -204,14 +209,18 @@ def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
     ],
     ids=["adam", "sgd_momentum", "sdlm"],
 )
-def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make, device):
     """The members' optimizers of one class and settings step as one (one foreach step for
     all); each parameter ends where its own optimizer's step alone puts it, bitwise, its
     state kept by its own optimizer; other settings step apart."""
     from lenet5.training.cohort import _alike, _step_together
 
     torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 2)) for _ in range(4)]
+    nets = [
+        torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 2)).to(device)
+        for _ in range(4)
+    ]
     twins = [copy.deepcopy(n) for n in nets]
     lrs = [0.01, 0.01, 0.01, 0.03]  # the last member's learning rate differs
 
@@ -231,7 +240,7 @@ def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make):
     assert [len(g) for g in _alike(together)] == [3, 1]
     for _ in range(3):
         for n, m in zip(nets, twins, strict=True):
-            x = torch.randn(5, 8)
+            x = torch.randn(5, 8, device=device)
             n(x).square().sum().backward()
             m(x).square().sum().backward()
         for opt in apart:
