@@ -99,12 +99,19 @@ def slurm_tasks(env) -> list[str]:
     return out.stdout.split()
 
 
+# scancel's default stop (SIGTERM), and issue 25's `--signal=KILL` (the out-of-memory
+# killer's): Slurm's step daemon stops the task with SIGTERM before a KILL here, so both
+# end the run KILLED with its checkpoint. (SIGKILL straight to the task's process, past Slurm,
+# leaves its run RUNNING, and on this cluster, which keeps no accounting, submitit never
+# learns that the task ended: the sweep waits; docs/troubleshooting.md says what to do.)
+@pytest.mark.parametrize("scancel", [[], ["--signal=KILL"]], ids=["sigterm", "signal_kill"])
 def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
-    slurm, team_server, tmp_path
+    slurm, team_server, tmp_path, scancel
 ):
     job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
     job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
-    args = (slurm, team_server.uri, "cancel", tmp_path / "multirun", *job, "seed=0,1")
+    experiment = f"cancel{len(scancel)}"
+    args = (slurm, team_server.uri, experiment, tmp_path / "multirun", *job, "seed=0,1")
     proc = sweep(*args, wait=False)
     checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
     deadline = time.time() + 900
@@ -113,19 +120,20 @@ def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
         assert time.time() < deadline, "no checkpoint after 900 s"
         time.sleep(0.2)
     (task,) = [t for t in slurm_tasks(slurm) if t.endswith("_0")]
-    subprocess.run(["scancel", task], env=slurm, check=True)  # SIGTERM to the task
+    subprocess.run(["scancel", *scancel, task], env=slurm, check=True)
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode != 0, out[-4000:]  # the sweep reports the cancelled job
+    assert "Traceback" not in out, out[-4000:]
     while slurm_tasks(slurm):  # job 1 goes on by itself; let it end
         assert time.time() < deadline, "Slurm jobs still queued"
         time.sleep(1)
-    _, _, children = records(team_server.uri, "cancel")
+    _, _, children = records(team_server.uri, experiment)
     (killed,) = [c for c in children if c.data.tags["seed"] == "0"]
     assert killed.info.status == "KILLED", killed.data.tags.get("failure_reason")
     # The same sweep command again: job 0 continues in its run; job 1 FINISHED is skipped.
     rc, out = sweep(*args)
     assert rc == 0, out[-4000:]
-    client, parent, children = records(team_server.uri, "cancel")
+    client, parent, children = records(team_server.uri, experiment)
     assert parent.info.status == "FINISHED" and len(children) == 2
     continued = client.get_run(killed.info.run_id)
     assert continued.info.status == "FINISHED"
