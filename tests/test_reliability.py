@@ -151,6 +151,7 @@ def test_a_signal_that_library_code_turns_into_its_own_error_still_ends_the_run_
     # Seen in the chaos test: SIGTERM landed inside OmegaConf building the recorded config, and
     # OmegaConf's clean-up raised a ConfigKeyError in place of the KeyboardInterrupt: the job
     # was reported FAILED with a traceback although a stop, not a fault, ended it.
+    from lenet5.core import process
     from lenet5.tracking import runs
 
     def interrupted_mid_way(*args):  # recording the config, as in the chaos test
@@ -161,12 +162,14 @@ def test_a_signal_that_library_code_turns_into_its_own_error_still_ends_the_run_
         raise AssertionError("SIGTERM did not interrupt")
 
     monkeypatch.setattr(runs, "_record_config", interrupted_mid_way)
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt, match="signal SIGTERM") as stop:
         run([*quick, *store])  # `lenet5-train` turns this into its one line and exit status 130
     assert isinstance(stop.value.__cause__, ValueError)  # what it became is kept as the cause
     (rec,) = runs_of(client)
     assert rec.info.status == "KILLED", rec.data.tags.get("failure_reason")
-    assert signal.getsignal(signal.SIGTERM) is not None  # the handlers found were put back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handler found was put back
+    assert process.stopped_by() is None  # and the stop forgotten: a later error is an error
 
 
 # Two short epochs of one-thread, deterministic training: what the resume test compares.

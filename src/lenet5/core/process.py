@@ -61,6 +61,7 @@ def interrupts() -> Iterator[None]:
         message = "" if _stopped_by == "SIGINT" else f"signal {_stopped_by}"
         raise KeyboardInterrupt(message) from e
     finally:
+        _stopped_by = None  # the stop is handled: later errors in this process are errors
         for sig, handler in before.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
