@@ -26,6 +26,7 @@ import argparse
 import json
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,8 +57,6 @@ TARGET = {"paper4": 0.7}  # cohort wall / the other's, issue 23
 
 
 def sweep(overrides: list[str], runs: int) -> dict:
-    import subprocess
-
     from mlflow.tracking import MlflowClient
 
     store = scratch("lenet5-cohort-sweep-")

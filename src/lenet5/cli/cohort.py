@@ -143,21 +143,21 @@ class CohortLauncher(Launcher):
         plans = group(configs, self.max_members)
         log.info("Launching %d jobs in %d cohorts", len(configs), len(plans))
         work = []
-        for n, (members, why) in enumerate(plans):
+        for members, why in plans:
             cohort_id = f"c{initial_job_idx + members[0]}"
             jobs = ", ".join(f"#{configs[i].hydra.job.num}" for i in members)
             log.info("\tcohort %s (%s): %s", cohort_id, jobs, why)
             for i in members:
                 log.info("\t  #%s : %s", configs[i].hydra.job.num, _job_line(configs[i]))
-            work.append((cohort_id, [configs[i] for i in members], n))
+            work.append((cohort_id, [configs[i] for i in members]))
         returns: list[JobReturn | None] = [None] * len(configs)
         if self.n_jobs == 1:
-            done = [self._run(cohort_id, cfgs) for cohort_id, cfgs, _ in work]
+            done = [self._run(cohort_id, cfgs) for cohort_id, cfgs in work]
         else:  # each cohort in a process of its own: a lost one costs only its members
             context = (self.hydra_context, self.task_function, self.stack, Singleton.get_state())
             units = [
                 Unit(k, (cohort_id, cfgs), tuple(_numbered(cfg) for cfg in cfgs))
-                for k, (cohort_id, cfgs, _) in enumerate(work)
+                for k, (cohort_id, cfgs) in enumerate(work)
             ]
             results = Pool(self.n_jobs, cloudpickle.dumps(context), _cohort).run(units)
             done = [results[k] for k in range(len(work))]

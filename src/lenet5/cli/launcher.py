@@ -197,6 +197,7 @@ class Pool:
 
     def __init__(self, workers: int, payload: bytes, target) -> None:
         self.workers, self.payload, self.target = workers, payload, target
+        self.threads = max(1, (os.cpu_count() or 1) // workers)  # each worker's share
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
         self.running: dict[int, tuple[Any, Any, Unit]] = {}  # by sentinel
@@ -219,10 +220,9 @@ class Pool:
 
     def _start(self, unit: Unit) -> None:
         receive, send = self.context.Pipe(duplex=False)
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         process = self.context.Process(
             target=_worker,
-            args=(self.target, threads, send, self.payload, unit.arg),
+            args=(self.target, self.threads, send, self.payload, unit.arg),
             name=f"lenet5-{unit.key}",
         )
         process.start()

@@ -13,15 +13,16 @@ from contextlib import contextmanager
 _stopped_by: str | None = None  # the signal that arrived inside `interrupts()`, if one did
 
 
+def _stop(name: str) -> KeyboardInterrupt:
+    """The interrupt a stop by signal `name` raises: Ctrl-C says nothing more (the command
+    prints "stopped by Ctrl-C"); SIGTERM says its name."""
+    return KeyboardInterrupt() if name == "SIGINT" else KeyboardInterrupt(f"signal {name}")
+
+
 def _interrupt(signum, frame):
     global _stopped_by
     _stopped_by = signal.Signals(signum).name
-    # Ctrl-C says nothing more (the command prints "stopped by Ctrl-C"); SIGTERM says its name.
-    raise (
-        KeyboardInterrupt()
-        if signum == signal.SIGINT
-        else KeyboardInterrupt(f"signal {_stopped_by}")
-    )
+    raise _stop(_stopped_by)
 
 
 def stopped_by() -> str | None:
@@ -58,8 +59,7 @@ def interrupts() -> Iterator[None]:
             raise
         # The stop, turned into another error where it landed: still a stop (its run KILLED,
         # the command's one line), with what it became kept as the cause.
-        message = "" if _stopped_by == "SIGINT" else f"signal {_stopped_by}"
-        raise KeyboardInterrupt(message) from e
+        raise _stop(_stopped_by) from e
     finally:
         _stopped_by = None  # the stop is handled: later errors in this process are errors
         for sig, handler in before.items():
