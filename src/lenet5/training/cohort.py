@@ -12,10 +12,11 @@ At each chunk of training data (one Lightning step, several updates: `LeNet5Modu
 a member hands its chunk to the cohort and waits; the member that completes the round
 computes every member's updates together: per update, the members' parameters stacked
 (`torch.stack`, so each member's gradients flow back to its own tensors), one
-`vmap(functional_call)` forward over each member's own batch, the sum of the members' own
-losses backpropagated once, and each member's own optimizer step. A member whose network is
-not functional (dropout draws, batch norm's running statistics) or whose updates need
-Lightning's hooks computes its own updates instead, as its solo run does.
+`vmap(functional_call)` forward over each member's own batch, the members' own losses (one
+vmap where their loss functions are alike), their sum backpropagated once, and each member's
+own optimizer step (one step for the optimizers alike: `_step_together`). A member whose
+network is not functional (dropout draws, batch norm's running statistics) or whose updates
+need Lightning's hooks computes its own updates instead, as its solo run does.
 """
 
 from __future__ import annotations
@@ -210,7 +211,11 @@ def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
     for module, x, y in entries:
         size = module.update_size
         chunks.append(list(zip(x.split(size), y.split(size), strict=True)))
-    totals = [(x.new_zeros(()), 0) for _, x, _ in entries]
+    # The members' summed losses, one tensor (an update adds to every member's at once).
+    totals = entries[0][1].new_zeros(len(entries))
+    seen = [0] * len(entries)
+    at: dict[tuple, torch.Tensor] = {}  # members -> their places in `totals`
+    one_loss = _losses_alike([module.loss for module, _, _ in entries])
     for b in range(max(len(c) for c in chunks)):
         group = []
         for k, (module, _, _) in enumerate(entries):
@@ -221,12 +226,15 @@ def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
         for k in group:  # one vmap per batch shape (a last short batch may differ)
             by_shape.setdefault(tuple(chunks[k][b][0].shape), []).append(k)
         for ks in by_shape.values():
-            losses = _update([entries[k][0] for k in ks], [chunks[k][b] for k in ks])
-            for k, loss in zip(ks, losses, strict=True):
-                total, seen = totals[k]
-                n = len(chunks[k][b][1])
-                totals[k] = (total + loss * n, seen + n)
-    return totals
+            losses = _update([entries[k][0] for k in ks], [chunks[k][b] for k in ks], one_loss)
+            n = len(chunks[ks[0]][b][1])  # one shape: one batch size
+            key = tuple(ks)
+            if key not in at:
+                at[key] = torch.tensor(ks, device=totals.device)
+            totals.index_add_(0, at[key], losses * n)  # as a solo run: total += loss * n
+            for k in ks:
+                seen[k] += n
+    return list(zip(totals.unbind(), seen, strict=True))
 
 
 def _tensors(module) -> tuple[dict, dict]:
@@ -240,8 +248,9 @@ def _tensors(module) -> tuple[dict, dict]:
     return found
 
 
-def _update(modules: list, batches: list[tuple]) -> list[torch.Tensor]:
-    """One update of each module on its own batch; the members' losses (detached)."""
+def _update(modules: list, batches: list[tuple], one_loss: bool) -> torch.Tensor:
+    """One update of each module on its own batch; the members' losses (detached, stacked).
+    `one_loss`: the members' losses are alike (`_losses_alike`), one vmap computes them."""
     base = modules[0].model
     params, buffers = zip(*(_tensors(m) for m in modules), strict=True)
     stacked = {n: torch.stack([p[n] for p in params]) for n in params[0]}
@@ -257,20 +266,37 @@ def _update(modules: list, batches: list[tuple]) -> list[torch.Tensor]:
         scores = vmap(forward)(stacked, stacked_buffers, xs)
     except Exception as e:  # a user's block vmap cannot batch: nothing was updated yet
         raise _Unstackable(f"vmap cannot run the network: {type(e).__name__}: {e}") from e
-    losses = [
-        m.loss(scores[k], y) for k, (m, (_, y)) in enumerate(zip(modules, batches, strict=True))
-    ]
+    ys = [y for _, y in batches]
+    if one_loss:
+        losses = vmap(modules[0].loss)(scores, torch.stack(ys))
+    else:
+        pairs = enumerate(zip(modules, ys, strict=True))
+        losses = torch.stack([m.loss(scores[k], y) for k, (m, y) in pairs])
     optimizers = [m.optimizers() for m in modules]
     for opt in optimizers:
         opt.optimizer.zero_grad()
-    torch.stack(losses).sum().backward()
+    losses.sum().backward()
     for opt in optimizers:
         getattr(opt, STEP_COUNTERS[0])()
     for same in _alike([opt.optimizer for opt in optimizers]):
         _step_together(same)
     for opt in optimizers:
         getattr(opt, STEP_COUNTERS[1])()
-    return [loss.detach() for loss in losses]
+    return losses.detach()
+
+
+def _losses_alike(losses: list[nn.Module]) -> bool:
+    """Whether the members' losses compute the same function (one class, the same settings,
+    no tensors of their own), so that one vmap of the first computes each member's."""
+    first = losses[0]
+
+    def settings(loss: nn.Module) -> object:
+        return type(loss), repr(sorted((k, v) for k, v in vars(loss).items() if k[0] != "_"))
+
+    return all(
+        not any(True for _ in loss.parameters()) and not any(True for _ in loss.buffers())
+        for loss in losses
+    ) and all(settings(loss) == settings(first) for loss in losses[1:])
 
 
 def _alike(optimizers: list) -> list[list]:
