@@ -77,12 +77,13 @@ for mode in ${MODES:-cohort joblib}; do
     grep -E "cohort c[0-9]+ \(|Launching" "$OUT/$mode.log" | head -8
 done
 
-"$PY" - "$OUT" "$EPOCHS" "$DATA_NAME" "${EXTRA:-}" <<'EOF'
+"$PY" - "$OUT" "$EPOCHS" "$DATA_NAME" "${EXTRA:-}" "${PAPER_EPOCHS:-1}" "${PAPER_DATA:-data=mnist_subset}" <<'EOF'
 import json, statistics, sys, time
 from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 out, epochs, data, extra = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+paper_epochs, paper_data = int(sys.argv[5]), sys.argv[6]
 gpu = (out / "gpu.txt").read_text().strip()
 rows = {}
 for line in (out / "walls.txt").read_text().split("\n"):
@@ -117,8 +118,9 @@ for mode, r in rows.items():
     lines.append(f"| {mode} | {r['exit']} | {r['wall_s']:.1f} | {r['finished']} | {r['failed']} | {err} |")
 if "paper1" in rows and "paper10" in rows:
     ratio = rows["paper10"]["wall_s"] / rows["paper1"]["wall_s"]
-    lines += ["", f"paper1, paper10: recipe=paper, seed 0 alone and seeds 0-9 as one cohort; "
-              f"10 seeds took {ratio:.2f}x one seed's wall (issue 23: <= 1.5x)"]
+    lines += ["", f"paper1, paper10: recipe=paper {paper_data}, {paper_epochs} epoch(s), seed 0 "
+              f"alone and seeds 0-9 as one cohort; 10 seeds took {ratio:.2f}x one seed's wall "
+              "(issue 23: <= 1.5x)"]
 if "cohort" in rows and "joblib" in rows and rows["cohort"]["wall_s"]:
     lines += ["", f"Speed-up of the cohort launcher: {rows['joblib']['wall_s'] / rows['cohort']['wall_s']:.2f}x"]
 (out / "cohort_gpu.json").write_text(json.dumps({"gpu": gpu, "data": data, "epochs": epochs, "rows": rows}, indent=1))
