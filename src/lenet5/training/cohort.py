@@ -215,6 +215,7 @@ def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
     totals = entries[0][1].new_zeros(len(entries))
     seen = [0] * len(entries)
     at: dict[tuple, torch.Tensor] = {}  # members -> their places in `totals`
+    alike: dict[tuple, list[list]] = {}  # members -> their optimizers that step as one
     one_loss = _losses_alike([module.loss for module, _, _ in entries])
     for b in range(max(len(c) for c in chunks)):
         group = []
@@ -226,11 +227,13 @@ def stacked_updates(entries: list[tuple]) -> list[tuple[torch.Tensor, int]]:
         for k in group:  # one vmap per batch shape (a last short batch may differ)
             by_shape.setdefault(tuple(chunks[k][b][0].shape), []).append(k)
         for ks in by_shape.values():
-            losses = _update([entries[k][0] for k in ks], [chunks[k][b] for k in ks], one_loss)
-            n = len(chunks[ks[0]][b][1])  # one shape: one batch size
             key = tuple(ks)
-            if key not in at:
+            if key not in at:  # a chunk's settings are fixed (schedulers step per pass)
                 at[key] = torch.tensor(ks, device=totals.device)
+                alike[key] = _alike([entries[k][0].optimizers().optimizer for k in ks])
+            modules = [entries[k][0] for k in ks]
+            losses = _update(modules, [chunks[k][b] for k in ks], one_loss, alike[key])
+            n = len(chunks[ks[0]][b][1])  # one shape: one batch size
             totals.index_add_(0, at[key], losses * n)  # as a solo run: total += loss * n
             for k in ks:
                 seen[k] += n
@@ -248,9 +251,10 @@ def _tensors(module) -> tuple[dict, dict]:
     return found
 
 
-def _update(modules: list, batches: list[tuple], one_loss: bool) -> torch.Tensor:
+def _update(modules: list, batches: list[tuple], one_loss: bool, alike: list[list]) -> torch.Tensor:
     """One update of each module on its own batch; the members' losses (detached, stacked).
-    `one_loss`: the members' losses are alike (`_losses_alike`), one vmap computes them."""
+    `one_loss`: the members' losses are alike (`_losses_alike`), one vmap computes them;
+    `alike`: their optimizers in groups that step as one (`_alike`)."""
     base = modules[0].model
     params, buffers = zip(*(_tensors(m) for m in modules), strict=True)
     stacked = {n: torch.stack([p[n] for p in params]) for n in params[0]}
@@ -273,12 +277,13 @@ def _update(modules: list, batches: list[tuple], one_loss: bool) -> torch.Tensor
         pairs = enumerate(zip(modules, ys, strict=True))
         losses = torch.stack([m.loss(scores[k], y) for k, (m, y) in pairs])
     optimizers = [m.optimizers() for m in modules]
-    for opt in optimizers:
-        opt.optimizer.zero_grad()
+    for params_ in params:  # as each optimizer's zero_grad() (set_to_none), without its hooks
+        for p in params_.values():
+            p.grad = None
     losses.sum().backward()
     for opt in optimizers:
         getattr(opt, STEP_COUNTERS[0])()
-    for same in _alike([opt.optimizer for opt in optimizers]):
+    for same in alike:
         _step_together(same)
     for opt in optimizers:
         getattr(opt, STEP_COUNTERS[1])()
