@@ -3,6 +3,7 @@
 scheduler continues on relaunch; many clients on one server lose nothing."""
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -101,16 +102,17 @@ def slurm_tasks(env) -> list[str]:
 
 # scancel's default stop (SIGTERM), and issue 25's `--signal=KILL` (the out-of-memory
 # killer's): Slurm's step daemon stops the task with SIGTERM before a KILL here, so both
-# end the run KILLED with its checkpoint. (SIGKILL straight to the task's process, past Slurm,
-# leaves its run RUNNING, and on this cluster, which keeps no accounting, submitit never
-# learns that the task ended: the sweep waits; docs/troubleshooting.md says what to do.)
-@pytest.mark.parametrize("scancel", [[], ["--signal=KILL"]], ids=["sigterm", "signal_kill"])
+# end the run KILLED with its checkpoint. SIGKILL straight to the task's process, past
+# Slurm, leaves its run RUNNING and no result; this cluster keeps no accounting, so only
+# squeue tells the sweep that the task ended: it ends the run KILLED (lenet5.cli.slurm).
+@pytest.mark.parametrize("stop", ["scancel", "scancel_signal_kill", "sigkill_past_slurm"])
 def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
-    slurm, team_server, tmp_path, scancel
+    slurm, team_server, tmp_path, stop
 ):
     job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
     job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
-    experiment = f"cancel{len(scancel)}"
+    job += ["hydra.launcher.lost_after_s=5"]
+    experiment = f"cancel_{stop}"
     args = (slurm, team_server.uri, experiment, tmp_path / "multirun", *job, "seed=0,1")
     proc = sweep(*args, wait=False)
     checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
@@ -120,7 +122,15 @@ def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
         assert time.time() < deadline, "no checkpoint after 900 s"
         time.sleep(0.2)
     (task,) = [t for t in slurm_tasks(slurm) if t.endswith("_0")]
-    subprocess.run(["scancel", *scancel, task], env=slurm, check=True)
+    if stop == "sigkill_past_slurm":
+        client = MlflowClient(team_server.uri)
+        exp = client.get_experiment_by_name(experiment)
+        (run,) = client.search_runs([exp.experiment_id], "tags.seed = '0'")
+        assert run.data.tags["lenet5.slurm_task"] == task
+        os.kill(int(run.data.tags["lenet5.pid"]), signal.SIGKILL)
+    else:
+        scancel = ["--signal=KILL"] if stop == "scancel_signal_kill" else []
+        subprocess.run(["scancel", *scancel, task], env=slurm, check=True)
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode != 0, out[-4000:]  # the sweep reports the cancelled job
     assert "Traceback" not in out, out[-4000:]
@@ -130,6 +140,10 @@ def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
     _, _, children = records(team_server.uri, experiment)
     (killed,) = [c for c in children if c.data.tags["seed"] == "0"]
     assert killed.info.status == "KILLED", killed.data.tags.get("failure_reason")
+    if stop == "sigkill_past_slurm":  # ended by the sweep, which names the job it lost
+        reason = killed.data.tags["failure_reason"]
+        assert reason.startswith(f"its Slurm task {task} ended without handing back"), reason
+        assert "1 job(s) lost" in out and "#0 (" in out, out[-4000:]
     # The same sweep command again: job 0 continues in its run; job 1 FINISHED is skipped.
     rc, out = sweep(*args)
     assert rc == 0, out[-4000:]

@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -39,8 +40,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from lenet5.core.names import HOST, PID
 from lenet5.tracking import parent
-from lenet5.tracking.liveness import end_runs_of_process
+from lenet5.tracking.liveness import end_runs_where
 
 log = logging.getLogger("lenet5.sweep")
 # Imported once by the fork server, so each job's process starts with them loaded (torch and
@@ -249,30 +251,8 @@ class Pool:
             self.results[unit.key] = cloudpickle.loads(conn.recv_bytes())
 
     def _lost(self, unit: Unit, process) -> list[JobReturn]:
-        """End the lost unit's runs KILLED with the cause (its process could not); each job's
-        value is NaN, as for a job that failed."""
-        reason = cause(process.exitcode)
-        info = parent.current()
-        runs: list[str] = []
-        if info is not None:
-            try:
-                runs = end_runs_of_process(
-                    info["tracking_uri"], info["experiment_id"], info["sweep_id"],
-                    process.pid, reason,
-                )  # fmt: skip
-            except Exception as e:  # the store away: the relaunch takes the runs over instead
-                log.warning("%s: its runs could not be ended KILLED: %s", process.name, e)
-        plural = "s" if len(runs) > 1 else ""
-        where = f"its run{plural} {', '.join(runs)} ended KILLED" if runs else "it had no run yet"
-        rets = []
-        for num, overrides in unit.jobs:
-            lost = Lost(num, overrides, reason, tuple(runs))
-            LOST.append(lost)
-            log.warning("job %s lost: %s; %s; the sweep goes on", lost, reason, where)
-            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-            ret.return_value = float("nan")
-            rets.append(ret)
-        return rets
+        where = {PID: str(process.pid), HOST: socket.gethostname()}
+        return lose(unit.jobs, cause(process.exitcode), where, process.name)
 
     def _stop(self) -> None:
         """SIGTERM to every running job (each ends its run KILLED with its checkpoint), then
@@ -287,6 +267,34 @@ class Pool:
                 process.join()
             conn.close()
         self.running.clear()
+
+
+def lose(
+    jobs: Sequence[tuple[int, Sequence[str]]], reason: str, where: dict[str, str], what: str
+) -> list[JobReturn]:
+    """Jobs whose process (`what`) ended without handing back their results: end their runs,
+    which it left RUNNING with the tags `where`, KILLED with `reason`; each job's value is
+    NaN, as for a job that failed; the sweep's end names them (`LOST`)."""
+    info = parent.current()
+    runs: list[str] = []
+    if info is not None:
+        try:
+            runs = end_runs_where(
+                info["tracking_uri"], info["experiment_id"], info["sweep_id"], where, reason
+            )
+        except Exception as e:  # the store away: the relaunch takes the runs over instead
+            log.warning("%s: its runs could not be ended KILLED: %s", what, e)
+    plural = "s" if len(runs) > 1 else ""
+    ended = f"its run{plural} {', '.join(runs)} ended KILLED" if runs else "it had no run yet"
+    rets = []
+    for num, overrides in jobs:
+        lost = Lost(num, tuple(overrides), reason, tuple(runs))
+        LOST.append(lost)
+        log.warning("job %s lost: %s; %s; the sweep goes on", lost, reason, ended)
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        ret.return_value = float("nan")
+        rets.append(ret)
+    return rets
 
 
 def continue_command() -> str:

@@ -34,6 +34,7 @@ HOST, PID, PID_START, HEARTBEAT = (
     "lenet5.pid_start",
     "lenet5.heartbeat",
 )
+SLURM_TASK = "lenet5.slurm_task"  # the Slurm job (array: <job>_<task>) a run runs in
 
 # --- metrics ----------------------------------------------------------------------------
 TRAIN_LOSS, VAL_LOSS, TEST_LOSS = "train/loss", "val/loss", "test/loss"

@@ -21,7 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet5.core.names import FAILURE_REASON, HEARTBEAT, HOST, PID, PID_START, SWEEP_ID
+from lenet5.core.names import (
+    FAILURE_REASON,
+    HEARTBEAT,
+    HOST,
+    PID,
+    PID_START,
+    SLURM_TASK,
+    SWEEP_ID,
+)
 from lenet5.tracking.stores import client_for
 
 log = logging.getLogger("lenet5")
@@ -41,12 +49,24 @@ def pid_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
+def slurm_task() -> str | None:
+    """The Slurm job this process runs in, as submitit and squeue name it (an array's task:
+    <array job>_<task>), or None outside Slurm."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 def here() -> dict[str, str]:
     """The tags that say where this process runs, and a first heartbeat."""
     tags = {HOST: socket.gethostname(), PID: str(os.getpid()), HEARTBEAT: f"{time.time():.0f}"}
     start = pid_start(os.getpid())
     if start is not None:
         tags[PID_START] = start
+    task = slurm_task()
+    if task is not None:  # a lost task's runs are found by it (lenet5.cli.slurm)
+        tags[SLURM_TASK] = task
     return tags
 
 
@@ -155,17 +175,14 @@ def reap(client, stale: list[Stale], by: str = "lenet5-report --reap") -> None:
         end_run(client, s.run_id, "KILLED", f"reaped by {by}: {s.reason}")
 
 
-def end_runs_of_process(
-    tracking_uri: str, experiment_id: str, sweep_id: str, pid: int, reason: str
+def end_runs_where(
+    tracking_uri: str, experiment_id: str, sweep_id: str, tags: dict[str, str], reason: str
 ) -> list[str]:
-    """End KILLED, with `reason`, the runs of sweep `sweep_id` left RUNNING by process `pid` of
-    this host (a worker killed outright, which could not end its own run); their ids."""
+    """End KILLED, with `reason`, the runs of sweep `sweep_id` left RUNNING with these `tags`
+    (where a process that could not end its own runs ran them); their ids."""
     client = client_for(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id],
-        f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`{PID}` = '{pid}' "
-        f"and tags.`{HOST}` = '{socket.gethostname()}' and attributes.status = 'RUNNING'",
-    )
+    found = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {SWEEP_ID: sweep_id, **tags}.items())
+    runs = client.search_runs([experiment_id], f"{found} and attributes.status = 'RUNNING'")
     for run in runs:
         end_run(client, run.info.run_id, "KILLED", reason)
     return [run.info.run_id for run in runs]

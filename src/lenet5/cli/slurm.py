@@ -1,0 +1,113 @@
+"""`hydra/launcher=slurm`: Hydra's submitit launcher, except that a task which ends without
+handing back its result fails only its own job instead of holding the sweep forever.
+
+submitit learns that a task ended from the result file the task writes, or from `sacct`. A
+task killed outright past Slurm's own stop (SIGKILL to its process, the out-of-memory killer,
+a node lost) writes no result; on a cluster that keeps no accounting `sacct` fails too, and
+submitit waits for it forever. Here the sweep also asks `squeue`: a task that has left the
+queue without its result (`lost_after_s` later, for a shared filesystem to show the file) is
+lost. Its run, which it could not end, is ended KILLED with the cause, the other tasks go
+on, and the sweep's end names the lost jobs and the command that continues them in their
+own runs, as for a worker process killed under `hydra/launcher=joblib`
+(`lenet5.cli.launcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf
+
+from lenet5.cli.launcher import lose
+from lenet5.core.names import SLURM_TASK
+
+log = logging.getLogger("lenet5.sweep")
+POLL_S = 2.0  # how often the sweep looks for results and asks squeue
+
+
+def queued() -> set[str] | None:
+    """The ids of the Slurm jobs in the queue, array tasks one by one (<job>_<task>); None
+    where squeue cannot say (then only results and sacct end a wait, as in submitit)."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(out.stdout.split()) if out.returncode == 0 else None
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    """The submitit plugin's Slurm launcher (its keys, its task function); `lost_after_s`:
+    how long a task may be out of the queue without its result before it counts as lost."""
+
+    def __init__(self, lost_after_s: float = 30.0, **params: Any) -> None:
+        super().__init__(**params)
+        self.lost_after_s = float(lost_after_s)
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        """Submit the jobs as one array (as the plugin does), then wait for each."""
+        import submitit  # the plugin imports it only once a sweep launches, as here
+
+        assert self.config is not None
+        params = dict(self.params)
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        common = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in common else f"{self._EXECUTOR}_{k}": v for k, v in params.items()}
+        )
+        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, self.config.hydra.sweep.dir)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        nums = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        for num, overrides in zip(nums, job_overrides, strict=True):
+            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+        state = Singleton.get_state()
+        jobs = executor.map_array(
+            self,
+            [list(o) for o in job_overrides],
+            ["hydra.sweep.dir"] * len(job_overrides),
+            list(nums),
+            [f"job_id_for_{num}" for num in nums],
+            [state] * len(job_overrides),
+        )
+        return self._wait(jobs, list(zip(nums, job_overrides, strict=True)))
+
+    def _wait(self, jobs: list, numbered: list[tuple[int, list[str]]]) -> list[JobReturn]:
+        """Each job's return, as its task hands it back; a task gone from the queue without
+        one is lost (`lenet5.cli.launcher.lose`)."""
+        returns: dict[int, JobReturn] = {}
+        gone_at: dict[int, float] = {}
+        while len(returns) < len(jobs):
+            in_queue = queued()
+            for k, job in enumerate(jobs):
+                if k in returns:
+                    continue
+                if job.done():  # its result file, or sacct where there is accounting
+                    returns[k] = job.results()[0]
+                elif in_queue is not None and job.job_id not in in_queue:
+                    since = gone_at.setdefault(k, time.monotonic())
+                    if time.monotonic() - since >= self.lost_after_s:
+                        reason = (
+                            f"its Slurm task {job.job_id} ended without handing back its "
+                            "result (killed outright: SIGKILL, out of memory?, or its node lost)"
+                        )
+                        where = {SLURM_TASK: job.job_id}
+                        (returns[k],) = lose([numbered[k]], reason, where, f"task {job.job_id}")
+            if len(returns) < len(jobs):
+                time.sleep(POLL_S)
+        return [returns[k] for k in range(len(jobs))]
