@@ -155,6 +155,45 @@ def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
     assert len(steps) == 3  # one validation per epoch, none repeated or lost
 
 
+def test_a_slurm_sweep_whose_command_is_killed_continues_under_the_same_parent(
+    slurm, team_server, tmp_path
+):
+    """Issue 25's main process killed, on Slurm: the sweep's command dies by SIGKILL while its
+    tasks go on; the same command again cancels them (each run ends KILLED with its
+    checkpoint) and continues every config in its own run, under the same parent."""
+    job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
+    job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
+    args = (slurm, team_server.uri, "main_killed", tmp_path / "multirun", *job, "seed=0,1")
+    proc = sweep(*args, wait=False)
+    checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
+    deadline = time.time() + 900
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, "no checkpoint after 900 s"
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    first = slurm_tasks(slurm)
+    assert len(first) == 2  # the tasks go on without their sweep
+    _, first_parent, _ = records(team_server.uri, "main_killed")
+    rc, out = sweep(*args)
+    assert rc == 0, out[-4000:]
+    assert "earlier launch still has 2 task(s) in Slurm's queue" in out, out[-4000:]
+    client, parent, children = records(team_server.uri, "main_killed")
+    assert parent.info.run_id == first_parent.info.run_id
+    assert parent.info.status == "FINISHED"
+    kept = [c for c in children if c.data.tags.get("lenet5.superseded") != "true"]
+    assert sorted(c.data.tags["seed"] for c in kept) == ["0", "1"]  # one run per config
+    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none RUNNING
+    assert {c.info.status for c in kept} == {"FINISHED"}
+    (continued,) = [c for c in kept if c.data.tags["seed"] == "0"]  # it had a checkpoint
+    # Stopped in its first task and finished in one of the relaunch's (not left to race it).
+    assert continued.data.tags["failure_reason"] == "interrupted (Ctrl-C or SIGTERM)"
+    assert continued.data.tags["lenet5.slurm_task"] not in first
+    steps = [m.step for m in client.get_metric_history(continued.info.run_id, "val/acc")]
+    assert len(steps) == len(set(steps)) == 3  # continued in its own run: 3 epochs, once each
+
+
 def test_eight_clients_on_one_team_server_lose_nothing(team_server, tmp_path):
     runs = independent_runs_on_a_fresh_store(tmp_path, 8, team_server.uri)
     assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(8))

@@ -10,6 +10,11 @@ lost. Its run, which it could not end, is ended KILLED with the cause, the other
 on, and the sweep's end names the lost jobs and the command that continues them in their
 own runs, as for a worker process killed under `hydra/launcher=joblib`
 (`lenet5.cli.launcher`).
+
+The sweep's command itself may die (SIGKILL, a login node lost) while its tasks go on in
+Slurm. Its parent run notes each array it submitted (`lenet5.slurm_arrays`); the relaunch of
+the same command cancels those tasks still in the queue (each ends its run KILLED with its
+checkpoint) before it submits, then continues their runs, as for any stopped sweep.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from lenet5.cli.launcher import lose
-from lenet5.core.names import SLURM_TASK
+from lenet5.cli.launcher import STOP_WAIT_S, lose
+from lenet5.core.names import SLURM_ARRAYS, SLURM_TASK
+from lenet5.tracking import parent
+from lenet5.tracking.stores import client_for
 
 log = logging.getLogger("lenet5.sweep")
 POLL_S = 2.0  # how often the sweep looks for results and asks squeue
@@ -76,6 +83,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         nums = range(initial_job_idx, initial_job_idx + len(job_overrides))
         for num, overrides in zip(nums, job_overrides, strict=True):
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+        self._cancel_earlier()
         state = Singleton.get_state()
         jobs = executor.map_array(
             self,
@@ -85,7 +93,47 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             [f"job_id_for_{num}" for num in nums],
             [state] * len(job_overrides),
         )
+        if jobs:
+            self._record_array(jobs[0].job_id.split("_")[0])
         return self._wait(jobs, list(zip(nums, job_overrides, strict=True)))
+
+    def _record_array(self, array: str) -> None:
+        """Note the submitted array on the sweep's parent run, for a relaunch to find."""
+        info = parent.current()
+        if info is None:
+            return
+        client = client_for(info["tracking_uri"])
+        known = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
+        arrays = [a for a in known.split(",") if a]
+        client.set_tag(info["parent_run_id"], SLURM_ARRAYS, ",".join([*arrays, array]))
+
+    def _cancel_earlier(self) -> None:
+        """A relaunch of a sweep whose command died (SIGKILL, a lost login node) while its
+        tasks went on: cancel those still in Slurm's queue (SIGTERM: each ends its run KILLED
+        with its last checkpoint) and wait for them to leave it, so that this launch
+        continues their runs instead of racing them with second runs of the same configs."""
+        info = parent.current()
+        if info is None or not info.get("resumed"):
+            return
+        client = client_for(info["tracking_uri"])
+        tag = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
+        earlier = {a for a in tag.split(",") if a}
+
+        def still() -> list[str]:
+            return sorted(t for t in queued() or () if t.split("_")[0] in earlier)
+
+        tasks = still()
+        if not tasks:
+            return
+        log.warning(
+            "this sweep's earlier launch still has %d task(s) in Slurm's queue (%s): cancelling "
+            "them; their runs end KILLED with their last checkpoints and continue here",
+            len(tasks), ", ".join(tasks),
+        )  # fmt: skip
+        subprocess.run(["scancel", *sorted(earlier)], capture_output=True, timeout=60)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while still() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
 
     def _wait(self, jobs: list, numbered: list[tuple[int, list[str]]]) -> list[JobReturn]:
         """Each job's return, as its task hands it back; a task gone from the queue without

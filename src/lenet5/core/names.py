@@ -35,6 +35,7 @@ HOST, PID, PID_START, HEARTBEAT = (
     "lenet5.heartbeat",
 )
 SLURM_TASK = "lenet5.slurm_task"  # the Slurm job (array: <job>_<task>) a run runs in
+SLURM_ARRAYS = "lenet5.slurm_arrays"  # a sweep's parent: the Slurm arrays it submitted (a,b)
 
 # --- metrics ----------------------------------------------------------------------------
 TRAIN_LOSS, VAL_LOSS, TEST_LOSS = "train/loss", "val/loss", "test/loss"
