@@ -3,6 +3,7 @@
 scheduler continues on relaunch; many clients on one server lose nothing."""
 
 import os
+import random
 import signal
 import subprocess
 import time
@@ -281,3 +282,97 @@ def test_a_run_logs_straight_to_a_postgresql_store_without_a_server(quick, tmp_p
         (rec,) = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
         assert rec.info.status == "FINISHED" and 0.0 <= error <= 1.0
         assert rec.data.metrics["final/test_error"] == pytest.approx(error, abs=1e-4)
+
+
+# Issue 25's chaos test on the real Slurm: 8 jobs of 3 short epochs, deterministic on CPU.
+SLURM_CHAOS = [
+    "data=mnist_subset",
+    "data.source.test_size=200",
+    "data.val_size=100",
+    "data.chunk_size=64",
+    "trainer.max_epochs=3",
+    "++trainer.limit_train_batches=4",
+    "trainer.deterministic=true",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "mlflow.pictures=false",
+    "mlflow.log_model=false",
+    "model/activation=relu,tanh",
+    "seed=0,1,2,3",
+    "hydra.launcher.lost_after_s=5",
+]
+TASK_KILLS = ("sigkill past slurm", "scancel --signal=KILL", "scancel")
+
+
+def by_job(client, experiment: str) -> dict[tuple[str, str], object]:
+    """Every job's run, FINISHED exactly once, nothing RUNNING: {(activation, seed): run}."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`lenet5.role` = 'trial'")
+    runs = [r for r in runs if r.data.tags.get("lenet5.superseded") != "true"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    jobs = {(r.data.tags["activation"], r.data.tags["seed"]): r for r in finished}
+    assert len(jobs) == len(finished), "a job FINISHED twice"
+    return jobs
+
+
+def running_tasks(client, experiment: str) -> list[tuple[int, str]]:
+    """(pid, Slurm task) of the experiment's RUNNING trials whose process is alive."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    return [
+        (int(r.data.tags["lenet5.pid"]), r.data.tags["lenet5.slurm_task"])
+        for r in runs
+        if r.data.tags.get("lenet5.role") == "trial"
+        and Path(f"/proc/{r.data.tags.get('lenet5.pid', 0)}").exists()
+    ]
+
+
+@pytest.mark.stress  # on top of the slow tier's Slurm and server: ~4 min
+def test_chaos_on_slurm_kills_of_tasks_and_of_the_sweeps_command_lose_nothing(
+    slurm, team_server, tmp_path
+):
+    seed = int(os.environ.get("LENET5_CHAOS_SEED", random.randrange(1 << 30)))
+    print(f"chaos seed {seed} (replay: LENET5_CHAOS_SEED={seed})", flush=True)
+    rng = random.Random(seed)
+    rc, out = sweep(slurm, team_server.uri, "calm_slurm", tmp_path / "calm", *SLURM_CHAOS)
+    assert rc == 0, out[-4000:]
+    client = MlflowClient(team_server.uri)
+    metrics = lambda run: {k: run.data.metrics[k] for k in ("test/error", "final/val_acc")}  # noqa: E731
+    expected = {job: metrics(run) for job, run in by_job(client, "calm_slurm").items()}
+    assert len(expected) == 8
+    # Launches 1 and 2 lose one or two tasks each (killed past Slurm or cancelled); the first
+    # then loses its command too (SIGKILL or SIGTERM), its tasks left running in Slurm.
+    plan = [[rng.choice(TASK_KILLS) for _ in range(rng.randint(1, 2))] for _ in range(2)]
+    plan[0].append(rng.choice(["main SIGKILL", "main SIGTERM"]))
+    args = (slurm, team_server.uri, "chaos_slurm", tmp_path / "chaos", *SLURM_CHAOS)
+    for attempt in range(6):
+        proc = sweep(*args, wait=False)
+        for kill in plan[attempt] if attempt < len(plan) else []:
+            time.sleep(rng.uniform(0.5, 4))
+            tasks: list[tuple[int, str]] = []
+            while proc.poll() is None and not (tasks := running_tasks(client, "chaos_slurm")):
+                time.sleep(0.2)  # a kill lands while tasks train
+            if not tasks:
+                break
+            pid, task = rng.choice(tasks)
+            if kill.startswith("main"):
+                proc.send_signal(signal.SIGKILL if kill.endswith("SIGKILL") else signal.SIGTERM)
+            elif kill == "sigkill past slurm":
+                os.kill(pid, signal.SIGKILL)
+            else:
+                subprocess.run([*kill.split(), task], env=slurm, check=True)
+            print(f"launch {attempt}: {kill} ({task})", flush=True)
+        output = proc.communicate(timeout=900)[0]
+        assert "Traceback" not in output, output[-4000:]
+        if proc.returncode == 0:
+            break
+    else:
+        pytest.fail(f"6 launches did not finish the sweep (seed {seed})")
+    got = by_job(client, "chaos_slurm")
+    assert {job: metrics(run) for job, run in got.items()} == expected
+    exp = client.get_experiment_by_name("chaos_slurm")
+    parents = client.search_runs([exp.experiment_id], "tags.`lenet5.role` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
