@@ -126,6 +126,20 @@ def test_every_study_composes_under_every_launcher(launcher):
     assert default.hydra.launcher.n_jobs == -1
 
 
+def test_cohorts_on_slurm_take_the_slurm_launchers_keys():
+    """`hydra/launcher=cohort_slurm`: the cohort launcher with a `slurm` block, each key one
+    of `hydra/launcher=slurm`'s (what a user sets there works here)."""
+    from hydra.utils import instantiate
+
+    cohorts = compose(["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.gpus_per_node=1"])
+    launcher = instantiate(cohorts.hydra.launcher)
+    assert type(launcher).__name__ == "CohortLauncher"
+    assert launcher.slurm["gpus_per_node"] == 1 and launcher.slurm["lost_after_s"] == 30
+    solo = compose(["hydra/launcher=slurm"]).hydra.launcher
+    assert set(launcher.slurm) < set(solo)
+    assert instantiate(compose(["hydra/launcher=cohort"]).hydra.launcher).slurm is None
+
+
 def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
     from lenet5.cli.train import check_plugins, main
 

@@ -34,11 +34,13 @@ def slurm(tmp_path_factory):
         yield env
 
 
-def sweep(env, uri: str, experiment: str, folder: Path, *overrides: str, wait=True):
+def sweep(
+    env, uri: str, experiment: str, folder: Path, *overrides: str, wait=True, launcher=SLURM_JOB
+):
     command = [
         LENET5_TRAIN,
         "-m",
-        *SLURM_JOB,
+        *launcher,
         *overrides,
         f"mlflow.tracking_uri={uri}",
         f"mlflow.experiment_name={experiment}",
@@ -94,11 +96,50 @@ def test_a_study_runs_as_a_slurm_array_logging_to_a_team_server(slurm, team_serv
     print(f"4-job Slurm study logging to the PostgreSQL-backed server: {wall:.0f} s wall")
 
 
+def test_cohorts_run_as_tasks_of_a_slurm_array(slurm, team_server, tmp_path):
+    """Issue 23 on Slurm: each cohort one array task, its members runs like any other."""
+    launcher = ["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.mem_gb=1"]
+    launcher.append("hydra.launcher.slurm.cpus_per_task=1")
+    folder = tmp_path / "multirun"
+    args = (*SHORT_JOB, "data.chunk_size=128", "hydra.launcher.stack=true")
+    args += ("model=paper,modern", "seed=0,1")
+    rc, out = sweep(slurm, team_server.uri, "cohorts", folder, *args, launcher=launcher)
+    assert rc == 0, out[-4000:]
+    assert "Launching 4 jobs in 2 cohorts" in out, out[-4000:]
+    _, parent, children = records(team_server.uri, "cohorts")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["children_finished"] == 4
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    tasks: dict[str, set] = {}
+    for c in children:  # the members of a cohort share its task; each cohort its own
+        tasks.setdefault(c.data.tags["lenet5.cohort"], set()).add(c.data.tags["lenet5.slurm_task"])
+    assert sorted(tasks) == ["c0", "c2"] and all(len(t) == 1 for t in tasks.values())
+    assert len(set.union(*tasks.values())) == 2
+    assert len(list((folder / ".submitit").glob("*_[01]"))) == 2  # one array of 2 tasks
+
+
 def slurm_tasks(env) -> list[str]:
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=True
     )
     return out.stdout.split()
+
+
+# Jobs of 3 epochs of batch 8: long enough to be stopped between their first checkpoint and
+# their end.
+LONG_JOB = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
+LONG_JOB += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
+
+
+def first_checkpoint(proc, folder: Path) -> float:
+    """Wait for job 0's first checkpoint (after its first epoch) while the sweep runs; the
+    deadline for the rest of the test."""
+    checkpoint = folder / "0/checkpoints/last.ckpt"
+    deadline = time.time() + 900
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, "no checkpoint after 900 s"
+        time.sleep(0.2)
+    return deadline
 
 
 # scancel's default stop (SIGTERM), and issue 25's `--signal=KILL` (the out-of-memory
@@ -110,18 +151,11 @@ def slurm_tasks(env) -> list[str]:
 def test_a_cancelled_slurm_job_continues_from_its_checkpoint_on_relaunch(
     slurm, team_server, tmp_path, stop
 ):
-    job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
-    job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
-    job += ["hydra.launcher.lost_after_s=5"]
+    job = [*LONG_JOB, "hydra.launcher.lost_after_s=5"]
     experiment = f"cancel_{stop}"
     args = (slurm, team_server.uri, experiment, tmp_path / "multirun", *job, "seed=0,1")
     proc = sweep(*args, wait=False)
-    checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
-    deadline = time.time() + 900
-    while not checkpoint.is_file():
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
-        assert time.time() < deadline, "no checkpoint after 900 s"
-        time.sleep(0.2)
+    deadline = first_checkpoint(proc, tmp_path / "multirun")
     (task,) = [t for t in slurm_tasks(slurm) if t.endswith("_0")]
     if stop == "sigkill_past_slurm":
         client = MlflowClient(team_server.uri)
@@ -162,16 +196,9 @@ def test_a_slurm_sweep_whose_command_is_killed_continues_under_the_same_parent(
     """Issue 25's main process killed, on Slurm: the sweep's command dies by SIGKILL while its
     tasks go on; the same command again cancels them (each run ends KILLED with its
     checkpoint) and continues every config in its own run, under the same parent."""
-    job = ["data=mnist_subset", "data.batch_size=8", "trainer.max_epochs=3", "model=modern"]
-    job += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=false"]
-    args = (slurm, team_server.uri, "main_killed", tmp_path / "multirun", *job, "seed=0,1")
+    args = (slurm, team_server.uri, "main_killed", tmp_path / "multirun", *LONG_JOB, "seed=0,1")
     proc = sweep(*args, wait=False)
-    checkpoint = tmp_path / "multirun/0/checkpoints/last.ckpt"  # job 0's, after epoch 1
-    deadline = time.time() + 900
-    while not checkpoint.is_file():
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
-        assert time.time() < deadline, "no checkpoint after 900 s"
-        time.sleep(0.2)
+    first_checkpoint(proc, tmp_path / "multirun")
     proc.kill()
     proc.communicate(timeout=60)
     first = slurm_tasks(slurm)

@@ -11,7 +11,9 @@ optimizer) form a cohort of at most `max_members`; the others go to separate coh
 line each saying which keys set them apart. A cohort's members run in threads that take
 turns, their updates stacked (`lenet5.training.cohort`); each run is tagged
 `lenet5.cohort=<id>`. Cohorts run `n_jobs` at a time, each in a process of its own
-(`lenet5.cli.launcher.Pool`: a cohort killed outright loses only its members; 1: in this one).
+(`lenet5.cli.launcher.Pool`: a cohort killed outright loses only its members; 1: in this one),
+or with `slurm` set (`hydra/launcher=cohort_slurm`) each cohort is one task of a Slurm array
+(`lenet5.cli.slurm`: a task lost without its result loses only its members).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from typing import Any
 import cloudpickle
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -113,12 +122,23 @@ class CohortLauncher(Launcher):
     """`max_members`: most members in one cohort (memory, and each member's copy of the
     data). `n_jobs`: cohorts at a time, each in its own process (1: in this process).
     `stack`: auto (stack on a GPU, and on a CPU only per-sample updates), true, or false (the
-    members take turns, each computing its own updates: their solo runs' exact arithmetic)."""
+    members take turns, each computing its own updates: their solo runs' exact arithmetic).
+    `slurm`: None, or each cohort one task of a Slurm array, with these keys of
+    `hydra/launcher=slurm` (partition, mem_gb, gpus_per_node, ..., lost_after_s)."""
 
-    def __init__(self, max_members: int = 32, n_jobs: int = 1, stack: bool | str = "auto"):
+    def __init__(
+        self,
+        max_members: int = 32,
+        n_jobs: int = 1,
+        stack: bool | str = "auto",
+        slurm: dict | None = None,
+    ):
         if stack not in (True, False, "auto"):
             raise ValueError(f"hydra.launcher.stack={stack!r}: choose auto, true or false")
         self.max_members, self.n_jobs, self.stack = max_members, n_jobs, stack
+        if OmegaConf.is_config(slurm):
+            slurm = OmegaConf.to_container(slurm, resolve=True)
+        self.slurm = slurm
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -151,10 +171,21 @@ class CohortLauncher(Launcher):
                 log.info("\t  #%s : %s", configs[i].hydra.job.num, _job_line(configs[i]))
             work.append((cohort_id, [configs[i] for i in members]))
         returns: list[JobReturn | None] = [None] * len(configs)
-        if self.n_jobs == 1:
+        context = (self.hydra_context, self.task_function, self.stack, Singleton.get_state())
+        if self.slurm:  # each cohort one task of a Slurm array
+            from lenet5.cli import slurm  # needs the [slurm] extra: only when asked for
+
+            params = {"submitit_folder": f"{self.config.hydra.sweep.dir}/.submitit/%j"}
+            params.update(self.slurm)
+            lost_after_s = float(params.pop("lost_after_s", 30.0))
+            payload = cloudpickle.dumps(context)
+            ids, cohorts = [cid for cid, _ in work], [cfgs for _, cfgs in work]
+            jobs = slurm.submit(params, _cohort_task, [payload] * len(work), ids, cohorts)
+            numbered = [[_numbered(cfg) for cfg in cfgs] for _, cfgs in work]
+            done = slurm.wait(jobs, numbered, lost_after_s)
+        elif self.n_jobs == 1:
             done = [self._run(cohort_id, cfgs) for cohort_id, cfgs in work]
         else:  # each cohort in a process of its own: a lost one costs only its members
-            context = (self.hydra_context, self.task_function, self.stack, Singleton.get_state())
             units = [
                 Unit(k, (cohort_id, cfgs), tuple(_numbered(cfg) for cfg in cfgs))
                 for k, (cohort_id, cfgs) in enumerate(work)
@@ -191,6 +222,28 @@ def _cohort(conn, payload: bytes, arg: tuple[str, list[DictConfig]]) -> None:
         except Exception as e:  # as Hydra's launchers: the sweep stops with it
             rets = e
     send(conn, rets)
+
+
+def _cohort_task(payload: bytes, cohort_id: str, cfgs: list[DictConfig]) -> list[JobReturn]:
+    """A cohort as one Slurm task (`hydra.launcher.slurm`): run it, hand back its JobReturns.
+    Stopped by the scheduler (scancel, its time limit: SIGTERM), every member's run ends
+    KILLED with its checkpoint, and the task still hands back its jobs' returns (NaN, as a
+    stopped solo job's): a stop leaving the task would write no result, and the sweep would
+    count the task lost (`lenet5.cli.slurm`). A relaunch of the sweep continues the runs."""
+    configure_log(cfgs[0].hydra.hydra_logging, cfgs[0].hydra.verbose)
+    with interrupts():
+        try:
+            return run_cohort(cohort_id, cfgs, *cloudpickle.loads(payload))
+        except (KeyboardInterrupt, SystemExit):
+            log.warning("cohort %s stopped by the scheduler; its runs are KILLED", cohort_id)
+            stopped = []
+            for cfg in cfgs:
+                ret = JobReturn(
+                    overrides=list(cfg.hydra.overrides.task), status=JobStatus.COMPLETED
+                )
+                ret.return_value = float("nan")
+                stopped.append(ret)
+            return stopped
 
 
 def _job_line(cfg: DictConfig) -> str:

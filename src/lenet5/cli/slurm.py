@@ -53,6 +53,94 @@ def queued() -> set[str] | None:
     return set(out.stdout.split()) if out.returncode == 0 else None
 
 
+def submit(params: dict[str, Any], fn, *args: list) -> list:
+    """Submit `fn` over `args` as one Slurm array (one task per item), with the submitit
+    plugin's keys `params` (its `submitit_folder`, `partition`, `mem_gb`, ...); its jobs.
+    First, in a relaunch, cancel what the earlier launch left in the queue
+    (`cancel_earlier`); after, note the array on the sweep's parent run (`record_array`)."""
+    import submitit  # the plugin imports it only once a sweep launches, as here
+
+    params = dict(params)
+    init = {"folder": params.pop("submitit_folder")}
+    if "max_num_timeout" in params:
+        init["slurm_max_num_timeout"] = params.pop("max_num_timeout")
+    executor = submitit.AutoExecutor(cluster="slurm", **init)
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
+    cancel_earlier()
+    jobs = executor.map_array(fn, *args)
+    if jobs:
+        record_array(jobs[0].job_id.split("_")[0])
+    return jobs
+
+
+def record_array(array: str) -> None:
+    """Note the submitted array on the sweep's parent run, for a relaunch to find."""
+    info = parent.current()
+    if info is None:
+        return
+    client = client_for(info["tracking_uri"])
+    known = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
+    arrays = [a for a in known.split(",") if a]
+    client.set_tag(info["parent_run_id"], SLURM_ARRAYS, ",".join([*arrays, array]))
+
+
+def cancel_earlier() -> None:
+    """A relaunch of a sweep whose command died (SIGKILL, a lost login node) while its tasks
+    went on: cancel those still in Slurm's queue (SIGTERM: each ends its runs KILLED with
+    their last checkpoints) and wait for them to leave it, so that this launch continues
+    their runs instead of racing them with second runs of the same configs."""
+    info = parent.current()
+    if info is None or not info.get("resumed"):
+        return
+    client = client_for(info["tracking_uri"])
+    tag = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
+    earlier = {a for a in tag.split(",") if a}
+
+    def still() -> list[str]:
+        return sorted(t for t in queued() or () if t.split("_")[0] in earlier)
+
+    tasks = still()
+    if not tasks:
+        return
+    log.warning(
+        "this sweep's earlier launch still has %d task(s) in Slurm's queue (%s): cancelling "
+        "them; their runs end KILLED with their last checkpoints and continue here",
+        len(tasks), ", ".join(tasks),
+    )  # fmt: skip
+    subprocess.run(["scancel", *sorted(earlier)], capture_output=True, timeout=60)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while still() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
+def wait(jobs: list, task_jobs: list[list[tuple[int, list[str]]]], lost_after_s: float) -> list:
+    """Each task's result, as it hands it back; for a task gone from the queue without one
+    (`lost_after_s` later), the returns of its jobs (`task_jobs`), which are lost
+    (`lenet5.cli.launcher.lose`)."""
+    results: dict[int, Any] = {}
+    gone_at: dict[int, float] = {}
+    while len(results) < len(jobs):
+        in_queue = queued()
+        for k, job in enumerate(jobs):
+            if k in results:
+                continue
+            if job.done():  # its result file, or sacct where there is accounting
+                results[k] = job.results()[0]
+            elif in_queue is not None and job.job_id not in in_queue:
+                since = gone_at.setdefault(k, time.monotonic())
+                if time.monotonic() - since >= lost_after_s:
+                    reason = (
+                        f"its Slurm task {job.job_id} ended without handing back its "
+                        "result (killed outright: SIGKILL, out of memory?, or its node lost)"
+                    )
+                    where = {SLURM_TASK: job.job_id}
+                    results[k] = lose(task_jobs[k], reason, where, f"task {job.job_id}")
+        if len(results) < len(jobs):
+            time.sleep(POLL_S)
+    return [results[k] for k in range(len(jobs))]
+
+
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     """The submitit plugin's Slurm launcher (its keys, its task function); `lost_after_s`:
     how long a task may be out of the queue without its result before it counts as lost."""
@@ -63,99 +151,20 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         """Submit the jobs as one array (as the plugin does), then wait for each."""
-        import submitit  # the plugin imports it only once a sweep launches, as here
-
         assert self.config is not None
-        params = dict(self.params)
-        init = {"folder": params.pop("submitit_folder")}
-        if "max_num_timeout" in params:
-            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
-        common = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{k if k in common else f"{self._EXECUTOR}_{k}": v for k, v in params.items()}
-        )
-        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, self.config.hydra.sweep.dir)
+        log.info("Submitit 'slurm' sweep output dir : %s", self.config.hydra.sweep.dir)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
-        nums = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        nums = list(range(initial_job_idx, initial_job_idx + len(job_overrides)))
         for num, overrides in zip(nums, job_overrides, strict=True):
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-        self._cancel_earlier()
-        state = Singleton.get_state()
-        jobs = executor.map_array(
-            self,
-            [list(o) for o in job_overrides],
-            ["hydra.sweep.dir"] * len(job_overrides),
-            list(nums),
-            [f"job_id_for_{num}" for num in nums],
-            [state] * len(job_overrides),
-        )
-        if jobs:
-            self._record_array(jobs[0].job_id.split("_")[0])
-        return self._wait(jobs, list(zip(nums, job_overrides, strict=True)))
-
-    def _record_array(self, array: str) -> None:
-        """Note the submitted array on the sweep's parent run, for a relaunch to find."""
-        info = parent.current()
-        if info is None:
-            return
-        client = client_for(info["tracking_uri"])
-        known = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
-        arrays = [a for a in known.split(",") if a]
-        client.set_tag(info["parent_run_id"], SLURM_ARRAYS, ",".join([*arrays, array]))
-
-    def _cancel_earlier(self) -> None:
-        """A relaunch of a sweep whose command died (SIGKILL, a lost login node) while its
-        tasks went on: cancel those still in Slurm's queue (SIGTERM: each ends its run KILLED
-        with its last checkpoint) and wait for them to leave it, so that this launch
-        continues their runs instead of racing them with second runs of the same configs."""
-        info = parent.current()
-        if info is None or not info.get("resumed"):
-            return
-        client = client_for(info["tracking_uri"])
-        tag = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
-        earlier = {a for a in tag.split(",") if a}
-
-        def still() -> list[str]:
-            return sorted(t for t in queued() or () if t.split("_")[0] in earlier)
-
-        tasks = still()
-        if not tasks:
-            return
-        log.warning(
-            "this sweep's earlier launch still has %d task(s) in Slurm's queue (%s): cancelling "
-            "them; their runs end KILLED with their last checkpoints and continue here",
-            len(tasks), ", ".join(tasks),
+        n, state = len(nums), Singleton.get_state()
+        jobs = submit(
+            self.params, self, [list(o) for o in job_overrides], ["hydra.sweep.dir"] * n, nums,
+            [f"job_id_for_{num}" for num in nums], [state] * n,
         )  # fmt: skip
-        subprocess.run(["scancel", *sorted(earlier)], capture_output=True, timeout=60)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while still() and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-
-    def _wait(self, jobs: list, numbered: list[tuple[int, list[str]]]) -> list[JobReturn]:
-        """Each job's return, as its task hands it back; a task gone from the queue without
-        one is lost (`lenet5.cli.launcher.lose`)."""
-        returns: dict[int, JobReturn] = {}
-        gone_at: dict[int, float] = {}
-        while len(returns) < len(jobs):
-            in_queue = queued()
-            for k, job in enumerate(jobs):
-                if k in returns:
-                    continue
-                if job.done():  # its result file, or sacct where there is accounting
-                    returns[k] = job.results()[0]
-                elif in_queue is not None and job.job_id not in in_queue:
-                    since = gone_at.setdefault(k, time.monotonic())
-                    if time.monotonic() - since >= self.lost_after_s:
-                        reason = (
-                            f"its Slurm task {job.job_id} ended without handing back its "
-                            "result (killed outright: SIGKILL, out of memory?, or its node lost)"
-                        )
-                        where = {SLURM_TASK: job.job_id}
-                        (returns[k],) = lose([numbered[k]], reason, where, f"task {job.job_id}")
-            if len(returns) < len(jobs):
-                time.sleep(POLL_S)
-        return [returns[k] for k in range(len(jobs))]
+        numbered = [[(num, list(o))] for num, o in zip(nums, job_overrides, strict=True)]
+        results = wait(jobs, numbered, self.lost_after_s)
+        return [r[0] if isinstance(r, list) else r for r in results]  # lost: [its return]

@@ -166,6 +166,7 @@ def run(overrides: list[str] = ()) -> float:
 PLUGINS = {
     ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "cohort_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
 }
 
@@ -266,9 +267,9 @@ def hydra_main(cfg: DictConfig) -> float:
     except (KeyboardInterrupt, SystemExit):
         if hc.mode == RunMode.MULTIRUN and os.environ.get("SUBMITIT_EXECUTOR"):
             # A scheduler's task stopped (scancel, its time limit): its run is KILLED with its
-            # checkpoint. Returning lets submitit record the task as done; an exception that
-            # is not an Exception would leave the launcher waiting for a result forever where
-            # Slurm keeps no accounting. A relaunch of the sweep continues the run.
+            # checkpoint. Returning lets submitit record the task as done: a stop leaving the
+            # task would write no result, and the sweep would count the task lost
+            # (lenet5.cli.slurm). A relaunch of the sweep continues the run.
             log.warning("job %s stopped by the scheduler; its run is KILLED", hc.job.num)
             return float("nan")
         raise
