@@ -117,6 +117,36 @@ def test_cohorts_run_as_tasks_of_a_slurm_array(slurm, team_server, tmp_path):
     assert len(list((folder / ".submitit").glob("*_[01]"))) == 2  # one array of 2 tasks
 
 
+def test_a_cancelled_cohort_task_ends_its_members_killed_and_the_relaunch_continues_them(
+    slurm, team_server, tmp_path
+):
+    launcher = ["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.mem_gb=1"]
+    launcher.append("hydra.launcher.slurm.cpus_per_task=1")
+    args = (slurm, team_server.uri, "cohort_cancel", tmp_path / "multirun", *LONG_JOB, "seed=0,1")
+    proc = sweep(*args, wait=False, launcher=launcher)
+    deadline = first_checkpoint(proc, tmp_path / "multirun")
+    (task,) = slurm_tasks(slurm)  # one cohort of 2, one task
+    subprocess.run(["scancel", task], env=slurm, check=True)
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode != 0 and "Traceback" not in out, out[-4000:]
+    while slurm_tasks(slurm):
+        assert time.time() < deadline, "Slurm jobs still queued"
+        time.sleep(1)
+    _, _, members = records(team_server.uri, "cohort_cancel")
+    assert {m.info.status for m in members} == {"KILLED"} and len(members) == 2
+    rc, out = sweep(*args, launcher=launcher)  # the same command: both continue
+    assert rc == 0, out[-4000:]
+    client, parent, children = records(team_server.uri, "cohort_cancel")
+    assert parent.info.status == "FINISHED"
+    kept = [c for c in children if c.data.tags.get("lenet5.superseded") != "true"]
+    assert sorted(c.data.tags["seed"] for c in kept) == ["0", "1"]  # one run per config
+    assert {c.info.status for c in kept} == {"FINISHED"}
+    (continued,) = [c for c in kept if c.data.tags["seed"] == "0"]  # it had a checkpoint
+    assert continued.info.run_id in {m.info.run_id for m in members}  # in its own run
+    steps = [m.step for m in client.get_metric_history(continued.info.run_id, "val/acc")]
+    assert len(steps) == len(set(steps)) == 3
+
+
 def slurm_tasks(env) -> list[str]:
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=True
