@@ -19,6 +19,7 @@ checkpoint) before it submits, then continues their runs, as for any stopped swe
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import subprocess
@@ -38,16 +39,17 @@ from lenet5.tracking import parent
 from lenet5.tracking.stores import client_for
 
 log = logging.getLogger("lenet5.sweep")
-POLL_S = 2.0  # how often the sweep looks for results and asks squeue
+POLL_S = 2.0  # how often the sweep looks for its tasks' result files
+SQUEUE_S = 10.0  # how often it asks squeue (each call is a request to slurmctld)
 
 
 def queued() -> set[str] | None:
-    """The ids of the Slurm jobs in the queue, array tasks one by one (<job>_<task>); None
-    where squeue cannot say (then only results and sacct end a wait, as in submitit)."""
+    """The ids of this user's Slurm jobs in the queue, array tasks one by one
+    (<job>_<task>); None where squeue cannot say (then only results and sacct end a wait, as
+    in submitit)."""
+    command = ["squeue", "-h", "-r", "-o", "%i", "-u", getpass.getuser()]
     try:
-        out = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60
-        )
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return set(out.stdout.split()) if out.returncode == 0 else None
@@ -120,8 +122,10 @@ def wait(jobs: list, task_jobs: list[list[tuple[int, list[str]]]], lost_after_s:
     (`lenet5.cli.launcher.lose`)."""
     results: dict[int, Any] = {}
     gone_at: dict[int, float] = {}
+    asked: float | None = None  # when squeue was last asked
     while len(results) < len(jobs):
-        in_queue = queued()
+        if asked is None or time.monotonic() - asked >= SQUEUE_S:
+            in_queue, asked = queued(), time.monotonic()
         for k, job in enumerate(jobs):
             if k in results:
                 continue
