@@ -29,19 +29,12 @@ from typing import Any
 import cloudpickle
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import (
-    JobReturn,
-    JobStatus,
-    configure_log,
-    filter_overrides,
-    run_job,
-    setup_globals,
-)
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lenet5.cli.launcher import INTERRUPTED, Pool, Unit, die_with_parent, send
+from lenet5.cli.launcher import INTERRUPTED, Pool, Unit, die_with_parent, nan_return, send
 from lenet5.core.names import COHORT
 from lenet5.core.process import interrupts
 from lenet5.tracking.runs import member_tags
@@ -236,14 +229,7 @@ def _cohort_task(payload: bytes, cohort_id: str, cfgs: list[DictConfig]) -> list
             return run_cohort(cohort_id, cfgs, *cloudpickle.loads(payload))
         except (KeyboardInterrupt, SystemExit):
             log.warning("cohort %s stopped by the scheduler; its runs are KILLED", cohort_id)
-            stopped = []
-            for cfg in cfgs:
-                ret = JobReturn(
-                    overrides=list(cfg.hydra.overrides.task), status=JobStatus.COMPLETED
-                )
-                ret.return_value = float("nan")
-                stopped.append(ret)
-            return stopped
+            return [nan_return(cfg.hydra.overrides.task) for cfg in cfgs]
 
 
 def _job_line(cfg: DictConfig) -> str:

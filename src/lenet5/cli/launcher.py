@@ -291,10 +291,16 @@ def lose(
         lost = Lost(num, tuple(overrides), reason, tuple(runs))
         LOST.append(lost)
         log.warning("job %s lost: %s; %s; the sweep goes on", lost, reason, ended)
-        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-        ret.return_value = float("nan")
-        rets.append(ret)
+        rets.append(nan_return(overrides))
     return rets
+
+
+def nan_return(overrides: Sequence[str]) -> JobReturn:
+    """The return of a job that ended without its own (lost, or stopped): NaN, as the value
+    of a failed job (`lenet5-train`'s job function returns NaN for one)."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    ret.return_value = float("nan")
+    return ret
 
 
 def continue_command() -> str:

@@ -76,15 +76,20 @@ def submit(params: dict[str, Any], fn, *args: list) -> list:
     return jobs
 
 
+def submitted(client, info: dict) -> list[str]:
+    """The Slurm arrays the sweep `info` submitted so far (its parent run's tag)."""
+    tag = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
+    return [a for a in tag.split(",") if a]
+
+
 def record_array(array: str) -> None:
     """Note the submitted array on the sweep's parent run, for a relaunch to find."""
     info = parent.current()
     if info is None:
         return
     client = client_for(info["tracking_uri"])
-    known = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
-    arrays = [a for a in known.split(",") if a]
-    client.set_tag(info["parent_run_id"], SLURM_ARRAYS, ",".join([*arrays, array]))
+    arrays = [*submitted(client, info), array]
+    client.set_tag(info["parent_run_id"], SLURM_ARRAYS, ",".join(arrays))
 
 
 def cancel_earlier() -> None:
@@ -95,9 +100,7 @@ def cancel_earlier() -> None:
     info = parent.current()
     if info is None or not info.get("resumed"):
         return
-    client = client_for(info["tracking_uri"])
-    tag = client.get_run(info["parent_run_id"]).data.tags.get(SLURM_ARRAYS, "")
-    earlier = {a for a in tag.split(",") if a}
+    earlier = set(submitted(client_for(info["tracking_uri"]), info))
 
     def still() -> list[str]:
         return sorted(t for t in queued() or () if t.split("_")[0] in earlier)
