@@ -21,7 +21,7 @@ with each arm at its own best setting, selected on validation:
     figure_tuned  test error tuned and fixed, learning curves per arm
 """
 
-from lenet5.report.command import main
+from lenet5.report.command import cli, main
 from lenet5.report.reading import (
     ReportError,
     SweepInfo,
@@ -39,6 +39,7 @@ __all__ = [
     "Row",
     "Run",
     "SweepInfo",
+    "cli",
     "collect",
     "counts",
     "find_sweep",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lenet5.core import names
 from lenet5.core.paths import PROJECT_ROOT, tracking_uri
+from lenet5.core.process import exit_now
 from lenet5.report.checks import at_edges, check_lines, not_converged
 from lenet5.report.cost import cost_lines, costs
 from lenet5.report.examples import comparison_line, spread_line
@@ -173,6 +174,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for add in (_sweep_args, _output_args, _orphan_args, _more_args):
         add(p)
     return p.parse_args(argv)
+
+
+def cli() -> None:
+    """The `lenet5-report` command: `main`, then the process ends without the interpreter's
+    teardown (`lenet5.core.process.exit_now`)."""
+    exit_now(main())
 
 
 def main(argv: list[str] | None = None) -> int:
