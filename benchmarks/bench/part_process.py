@@ -2,10 +2,12 @@
 trainer.max_epochs=E` against `probes/bare_train.py` (a bare PyTorch loop doing the same work,
 with only its own imports), alternating, and where the project's fixed seconds go.
 
-Each repeat times, in an order that alternates between repeats (train, bare, imports; then
-bare, train, imports; ...), three child processes from launch to exit: the project's run, the
-bare loop, and `python -c "import torch, pytorch_lightning, mlflow, hydra"` (the stack's own
-imports, the yardstick of start-up). The project's run logs one `timings:` line
+Each repeat times, in an order that alternates between repeats (train, bare, yardsticks; then
+bare, train, yardsticks; ...), child processes from launch to exit: the project's run, the
+bare loop, and three yardsticks that import and leave at once (`YARDSTICKS`): the stack's own
+imports (torch, Lightning, MLflow, Hydra: the yardstick of start-up), the same with MLflow's
+SQL store, and the bare loop's imports; from them, what the imports alone add to a run.
+The project's run logs one `timings:` line
 (`lenet5.core.stages`): its seconds per stage, which are summed here into imports, data,
 store, Lightning (start-up: to the first training step), then training, test and record.
 Both run with `--threads` torch threads (`--threads 0`: torch's default, as the plain
@@ -32,7 +34,15 @@ from bench.common import (
     store_overrides,
 )
 
-STACK_IMPORTS = "import torch, pytorch_lightning, mlflow, hydra"
+# Yardsticks, each a process that imports and leaves without Python's teardown (os._exit), as
+# lenet5-train now ends (lenet5.core.process.exit_now): the stack's own imports; the same with
+# MLflow's SQL store (SQLAlchemy, alembic), which a sqlite:// store imports beyond `import
+# mlflow`; and the bare loop's own (torch, numpy), for the floor that imports set.
+QUICK_EXIT = "import os; os._exit(0)"
+STACK_IMPORTS = f"import torch, pytorch_lightning, mlflow, hydra; {QUICK_EXIT}"
+STORE_IMPORTS = f"import torch, pytorch_lightning, mlflow, hydra, mlflow.store.tracking.sqlalchemy_store; {QUICK_EXIT}"
+BARE_IMPORTS = f"import torch, numpy; {QUICK_EXIT}"
+YARDSTICKS = ("imports", "imports_store", "bare_imports")
 # The stages of the project's `timings:` line, grouped as the table shows them.
 GROUPS = {
     "imports": ("python+hydra", "config+torch", "lightning import", "mlflow import"),
@@ -93,13 +103,15 @@ def run(args) -> dict:
             *([str(args.threads)] if args.threads else []),
         ],
         "imports": [PYTHON, "-c", STACK_IMPORTS],
+        "imports_store": [PYTHON, "-c", STORE_IMPORTS],
+        "bare_imports": [PYTHON, "-c", BARE_IMPORTS],
     }
     cold, _ = timed_output(commands["project"], env)  # creates the store; not in the medians
     walls: dict[str, list[float]] = {k: [] for k in commands}
     runs = []
     for rep in range(args.process_repeats):
         order = ["project", "bare"] if rep % 2 == 0 else ["bare", "project"]
-        for name in [*order, "imports"]:
+        for name in [*order, *YARDSTICKS]:
             wall, output = timed_output(commands[name], env)
             walls[name].append(wall)
             if name == "project":
@@ -113,6 +125,9 @@ def run(args) -> dict:
     ratios = [p / b for p, b in zip(walls["project"], walls["bare"], strict=True)]
     grouped = {k: statistics.median(r["grouped"][k] for r in runs) for k in runs[0]["grouped"]}
     imports = statistics.median(walls["imports"])
+    # What importing the stack (with MLflow's SQL store) costs beyond the bare loop's imports,
+    # against the bare loop's wall: the share of the ratio's budget that imports alone take.
+    extra = statistics.median(walls["imports_store"]) - statistics.median(walls["bare_imports"])
     return {
         "commands": {k: shlex.join(v) for k, v in commands.items()},
         "epochs": epochs,
@@ -124,6 +139,10 @@ def run(args) -> dict:
         "runs": runs,
         "median_stages": grouped,
         "first_step_over_imports": grouped["to first step"] - imports,
+        "first_step_over_imports_store": grouped["to first step"]
+        - statistics.median(walls["imports_store"]),
+        "imports_over_bare_s": extra,
+        "imports_over_bare_fraction": extra / statistics.median(walls["bare"]),
         "targets": {
             "ratio": TARGET_RATIO,
             "first_step_over_imports_s": TARGET_OVER_IMPORTS_S,
