@@ -24,7 +24,7 @@ from test_isolation import OOM, checkpointed, children, kill_a_worker, one_run_p
 from test_sweep import multirun, parent_and_children, shell_sweep, sweep_client  # noqa: F401
 
 from lenet5.cli import train as cli
-from lenet5.cli.cohort import group, in_cohort
+from lenet5.cli.cohort import cpu_cores, group, in_cohort, spread
 from lenet5.core.paths import local_path
 from lenet5.training.sdlm import SDLM
 
@@ -200,6 +200,23 @@ def test_jobs_stack_where_they_differ_only_in_seed_and_optimizer():
     assert plans == [([0, 1], "2 members"), ([2], "1 member; max_members=2 splits it")]
 
 
+def test_auto_n_jobs_splits_the_largest_cohorts_until_every_core_has_one():
+    """`hydra.launcher.n_jobs=auto` on a CPU: one process per core, so the cohorts are split
+    in halves, the largest first; a job that runs alone is never merged or split, and no
+    split is made where there are cohorts enough."""
+    four = [([0, 1, 2, 3], "4 members")]
+    assert spread(four, 2) == [
+        ([0, 1], "2 members; split to use 2 cores"),
+        ([2, 3], "2 members; split to use 2 cores"),
+    ]
+    assert [m for m, _ in spread(four, 3)] == [[0], [1], [2, 3]]
+    assert [m for m, _ in spread(four, 16)] == [[0], [1], [2], [3]]  # no more than one each
+    plans = [([0, 1, 2], "3 members"), ([3], "runs alone: resume=abc continues one run")]
+    assert [m for m, _ in spread(plans, 2)] == [[0, 1, 2], [3]]  # two already
+    assert [m for m, _ in spread(plans, 4)] == [[0], [1], [2], [3]]
+    assert spread([([0], "runs alone: x")], 8) == [([0], "runs alone: x")]
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -308,7 +325,9 @@ def test_a_cohort_sweep_records_every_job_as_a_child_run(multirun, sweep_client,
         "seed=0,1",
     )
     assert message is None, output
-    assert "Launching 4 jobs in 2 cohorts" in output
+    # n_jobs=auto on a CPU: a process per core (2 in CI: the two cohorts side by side).
+    if cpu_cores() == 2:
+        assert "Launching 4 jobs in 2 cohorts, 2 at a time" in output
     assert "cohort c0 (#0, #1): 2 members" in output
     assert "cohort c2 (#2, #3): 2 members; apart from the first cohort in model." in output
     parent, children = parent_and_children(sweep_client)
@@ -348,6 +367,8 @@ def test_the_issues_sweep_records_12_runs_in_2_cohorts(lenet5_train, tmp_path, s
         f"mlflow.artifact_root={tmp_path}/artifacts",
     ]
     sweep = ["hydra/launcher=cohort", f"hydra.launcher.stack={stack}", "data=mnist_subset"]
+    if cpu_cores() > 2:  # n_jobs=auto would split the 2 cohorts over more cores (CI has 2)
+        sweep.append("hydra.launcher.n_jobs=2")
     sweep += ["model=paper,modern", "seed=0,1,2"]
     proc = lenet5_train(
         "-m", *sweep, "optimizer.lr=0.001,0.003", *store, f"hydra.sweep.dir={tmp_path}/sweep"

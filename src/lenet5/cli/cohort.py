@@ -111,9 +111,38 @@ def group(configs: list[DictConfig], max_members: int) -> list[tuple[list[int], 
     return plans
 
 
+def spread(plans: list[tuple[list[int], str]], workers: int) -> list[tuple[list[int], str]]:
+    """Cohorts split in halves, the largest first, until there are `workers` of them (or none
+    can split): on a CPU each process trains on one core, and a core left idle costs more than
+    a cohort's smaller stack gains (benchmarks/results/cohort_sweep.md)."""
+    plans = list(plans)
+    while len(plans) < workers:
+        k = max(range(len(plans)), key=lambda i: len(plans[i][0]))
+        members, why = plans[k]
+        if len(members) < 2 or why.startswith("runs alone"):
+            break
+        half = (len(members) + 1) // 2
+        for part in (members[:half], members[half:]):
+            n = len(part)
+            plans.append((part, f"{n} member{'s' if n > 1 else ''}; split to use {workers} cores"))
+        del plans[k]
+    plans.sort(key=lambda p: p[0][0])
+    return plans
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a Slurm allocation or `taskset` narrows them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class CohortLauncher(Launcher):
     """`max_members`: most members in one cohort (memory, and each member's copy of the
-    data). `n_jobs`: cohorts at a time, each in its own process (1: in this process).
+    data). `n_jobs`: cohorts at a time, each in its own process (1: in this process); `auto`:
+    with a CUDA GPU 1 (one stacked model keeps it busy), else one per CPU core, the cohorts
+    split until every core has one (`spread`), each process's torch threads its share.
     `stack`: auto (stack on a GPU, and on a CPU only per-sample updates), true, or false (the
     members take turns, each computing its own updates: their solo runs' exact arithmetic).
     `slurm`: None, or each cohort one task of a Slurm array, with these keys of
@@ -122,12 +151,14 @@ class CohortLauncher(Launcher):
     def __init__(
         self,
         max_members: int = 32,
-        n_jobs: int = 1,
+        n_jobs: int | str = "auto",
         stack: bool | str = "auto",
         slurm: dict | None = None,
     ):
         if stack not in (True, False, "auto"):
             raise ValueError(f"hydra.launcher.stack={stack!r}: choose auto, true or false")
+        if n_jobs != "auto" and not (isinstance(n_jobs, int) and n_jobs >= 1):
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs!r}: choose auto or a number >= 1")
         self.max_members, self.n_jobs, self.stack = max_members, n_jobs, stack
         if OmegaConf.is_config(slurm):
             slurm = OmegaConf.to_container(slurm, resolve=True)
@@ -154,7 +185,13 @@ class CohortLauncher(Launcher):
                 cfg.hydra.job.num = idx
             configs.append(cfg)
         plans = group(configs, self.max_members)
-        log.info("Launching %d jobs in %d cohorts", len(configs), len(plans))
+        workers = self.n_jobs
+        if workers == "auto":
+            cores = 1 if self.slurm or _cuda() else min(cpu_cores(), len(configs))
+            plans = spread(plans, cores)
+            workers = min(cores, len(plans))
+        at_once = "in Slurm tasks" if self.slurm else f"{workers} at a time"
+        log.info("Launching %d jobs in %d cohorts, %s", len(configs), len(plans), at_once)
         work = []
         for members, why in plans:
             cohort_id = f"c{initial_job_idx + members[0]}"
@@ -176,14 +213,14 @@ class CohortLauncher(Launcher):
             jobs = slurm.submit(params, _cohort_task, [payload] * len(work), ids, cohorts)
             numbered = [[_numbered(cfg) for cfg in cfgs] for _, cfgs in work]
             done = slurm.wait(jobs, numbered, lost_after_s)
-        elif self.n_jobs == 1:
+        elif workers == 1:
             done = [self._run(cohort_id, cfgs) for cohort_id, cfgs in work]
         else:  # each cohort in a process of its own: a lost one costs only its members
             units = [
                 Unit(k, (cohort_id, cfgs), tuple(_numbered(cfg) for cfg in cfgs))
                 for k, (cohort_id, cfgs) in enumerate(work)
             ]
-            results = Pool(self.n_jobs, cloudpickle.dumps(context), _cohort).run(units)
+            results = Pool(workers, cloudpickle.dumps(context), _cohort).run(units)
             done = [results[k] for k in range(len(work))]
         for (members, _), rets in zip(plans, done, strict=True):
             for i, ret in zip(members, rets, strict=True):
@@ -193,6 +230,12 @@ class CohortLauncher(Launcher):
 
     def _run(self, cohort_id: str, cfgs: list[DictConfig]) -> list[JobReturn]:
         return run_cohort(cohort_id, cfgs, self.hydra_context, self.task_function, self.stack)
+
+
+def _cuda() -> bool:
+    import torch  # loaded already: grouping the jobs imported it (`signature`)
+
+    return torch.cuda.is_available()
 
 
 def _numbered(cfg: DictConfig) -> tuple[int, tuple[str, ...]]:
