@@ -441,7 +441,8 @@ def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
             signal.raise_signal(signal.SIGTERM)
 
     args = ["hydra/launcher=cohort", "hydra.launcher.stack=true", "data.chunk_size=128"]
-    args += ["seed=0,1", "trainer.max_epochs=2"]
+    # One cohort in this process (n_jobs=auto would give each member a process of its own).
+    args += ["hydra.launcher.n_jobs=1", "seed=0,1", "trainer.max_epochs=2"]
     with monkeypatch.context() as m:
         m.setattr(LeNet5Module, "on_train_batch_start", on_train_batch_start)
         message, output = multirun(*args)

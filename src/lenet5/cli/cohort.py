@@ -320,11 +320,6 @@ def run_cohort(
         return [_solo(cfgs[0], hydra_context, task_function)]
 
     def job(cfg: DictConfig):
-        # Lightning's rich progress bar is one live display per terminal: the members' bars,
-        # drawn in turns from their threads, break it (rich raises at a member's teardown).
-        with open_dict(cfg):
-            cfg.trainer.enable_progress_bar = False
-
         def run() -> JobReturn:
             with member_log(cfg):
                 return _solo(cfg, hydra_context, task_function, configure_logging=False)

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lenet5.core.errors import ConfigError
 from lenet5.model.network import LeNet5, n_trainable_params
 from lenet5.model.slots import LAYERS, factory
+from lenet5.training import cohort
 from lenet5.training.chunks import chunk_size
 from lenet5.training.module import LeNet5Module
 from lenet5.training.validate import check_classes
@@ -87,6 +88,11 @@ def trainer_kwargs(cfg: DictConfig, callbacks: list) -> dict:
     kwargs = dict(cfg.trainer)
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         kwargs.setdefault("enable_checkpointing", False)
+    if cohort.current() is not None:
+        # Lightning's rich progress bar is one live display per terminal: members' bars, drawn
+        # in turns from their threads, break it (rich raised at a member's end). The run's
+        # config and params still say what its solo run's say.
+        kwargs["enable_progress_bar"] = False
     return kwargs
 
 
