@@ -73,10 +73,13 @@ def test_record_warm_up_primes_what_log_model_scans_and_is_skipped_when_nothing_
 
 def test_exit_now_ends_as_python_would_less_the_teardown(tmp_path):
     """`exit_now` (how `lenet5-train` and `lenet5-report` end): the exit status given, what
-    was printed (buffered, to a pipe), a thread that is not a daemon waited for, the atexit
-    functions run; then no more (a finalizer that Python's teardown would run is not)."""
+    was printed (buffered, to a pipe), a thread that is not a daemon waited for, an idle
+    thread pool wound down (its workers wait for work until told: `lenet5-report` hung
+    when they were joined without being told), the atexit functions run; then no more (a
+    finalizer that Python's teardown would run is not)."""
     script = f"""
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from lenet5.core.process import exit_now
 out = Path({str(tmp_path)!r})
@@ -84,6 +87,8 @@ def late():
     time.sleep(0.3)
     (out / "thread").write_text("ended")
 threading.Thread(target=late).start()
+pool = ThreadPoolExecutor(2)
+pool.submit(time.sleep, 0.01).result()
 atexit.register(lambda: (out / "atexit").write_text("ran"))
 class Teardown:
     def __del__(self):
@@ -92,7 +97,9 @@ kept = Teardown()
 print("printed", end="")
 exit_now(3)
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "printed"
     assert (tmp_path / "thread").read_text() == "ended"
@@ -100,5 +107,5 @@ exit_now(3)
     assert not (tmp_path / "teardown").exists()
     # Without exit_now, Python's teardown runs the finalizer: the check above can fail.
     plain = script.replace("exit_now(3)", "sys.exit(3)")
-    assert subprocess.run([sys.executable, "-c", plain]).returncode == 3
+    assert subprocess.run([sys.executable, "-c", plain], timeout=60).returncode == 3
     assert (tmp_path / "teardown").read_text() == "ran"

@@ -89,14 +89,14 @@ def environ(values: dict[str, str | None]) -> Iterator[None]:
 def exit_now(code: int = 0) -> NoReturn:
     """End the process with `code` as Python would, less the interpreter's teardown.
 
-    Python's exit waits for the threads that are not daemons, runs the `atexit` functions
-    (logging's flush and close among them), then frees every module and object: with torch,
-    Lightning, MLflow and Hydra loaded that last part takes 1.4-2 s on a CPU core
-    (docs/benchmarks.md) and writes nothing. This does the first two, flushes the standard
-    streams and leaves. Commands call it once their work is recorded, never library code."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    Python's exit waits for the threads that are not daemons (`threading._shutdown`, which
+    first tells thread pools to wind down), runs the `atexit` functions (logging's flush and
+    close among them), then frees every module and object: with torch, Lightning, MLflow and
+    Hydra loaded that last part takes 1.4-2 s on a CPU core (docs/benchmarks.md) and writes
+    nothing. This does the first two as Python does them (the same private calls), flushes
+    the standard streams and leaves. Commands call it once their work is recorded, from the
+    main thread; never library code."""
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # closed, or a pipe whose reader left
