@@ -431,6 +431,7 @@ def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
     command continues both in their own runs."""
     import signal
 
+    from lenet5.training.cohort import current
     from lenet5.training.module import LeNet5Module
 
     sent = []
@@ -439,6 +440,14 @@ def test_sigterm_ends_every_member_killed_and_a_relaunch_continues_them(
         if (self.current_epoch, batch_idx) == (1, 1) and not sent:
             sent.append(True)
             signal.raise_signal(signal.SIGTERM)
+            # The signal lands in this thread; the main thread, which runs Python's handler,
+            # sees it when its short wait ends (<= 0.2 s). A fast machine finished the whole
+            # of this tiny fit first (CI, once): wait until the stop is known, as the longer
+            # rest of a real run gives it time to be.
+            seat = current()
+            deadline = time.monotonic() + 10
+            while not seat.cohort.stopped and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     args = ["hydra/launcher=cohort", "hydra.launcher.stack=true", "data.chunk_size=128"]
     # One cohort in this process (n_jobs=auto would give each member a process of its own).
