@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from services import mlflow_server
-from test_reliability import LENET5_TRAIN, LONG, runs_of, start_and_interrupt
+from test_reliability import LENET5_TRAIN, LONG, runs_of, start_and_interrupt, while_running
 
 from lenet5.cli.train import run
 from lenet5.core.errors import StoreError
@@ -174,11 +174,7 @@ def test_a_tracking_server_lost_mid_run_keeps_the_checkpoint_and_the_run_resumes
             text=True,
         )
         checkpoint = tmp_path / "h/checkpoints/last.ckpt"
-        deadline = time.time() + 900
-        while not checkpoint.is_file():
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.time() < deadline, "no checkpoint after 900 s"
-            time.sleep(0.05)
+        while_running(proc, checkpoint.is_file)
         server.stop(signal.SIGKILL)  # the server (or its machine) dies mid-run
         lost = time.monotonic()
         out = proc.communicate(timeout=300)[0]

@@ -108,6 +108,17 @@ LONG = [
 ]
 
 
+def while_running(proc, found, poll: float = 0.05) -> float:
+    """Wait until `found()` (a run's first checkpoint) while `proc` still runs; the deadline
+    (900 s from now) for the rest of the test."""
+    deadline = time.time() + 900
+    while not found():
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, "no checkpoint after 900 s"
+        time.sleep(poll)
+    return deadline
+
+
 def start_and_interrupt(tmp_path, sig):
     """Start lenet5-train, wait for its first epoch's checkpoint, send `sig`; return the run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -122,11 +133,7 @@ def start_and_interrupt(tmp_path, sig):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.time() + 900
-    while not list(Path(tmp_path, "art").rglob("last.ckpt")):
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.time() < deadline, "no checkpoint after 900 s"
-        time.sleep(0.05)
+    while_running(proc, lambda: any(Path(tmp_path, "art").rglob("last.ckpt")))
     proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0, out[-2000:]

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from services import mlflow_server, postgres, slurm_cluster
-from test_reliability import LENET5_TRAIN, independent_runs_on_a_fresh_store
+from test_reliability import LENET5_TRAIN, independent_runs_on_a_fresh_store, while_running
 from test_sweep import SHORT_JOB
 
 pytestmark = pytest.mark.slow
 
 SLURM_JOB = ["hydra/launcher=slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1"]
+# Each cohort one task, as small.
+COHORT_SLURM = ["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.mem_gb=1"]
+COHORT_SLURM += ["hydra.launcher.slurm.cpus_per_task=1"]
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +101,10 @@ def test_a_study_runs_as_a_slurm_array_logging_to_a_team_server(slurm, team_serv
 
 def test_cohorts_run_as_tasks_of_a_slurm_array(slurm, team_server, tmp_path):
     """Issue 23 on Slurm: each cohort one array task, its members runs like any other."""
-    launcher = ["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.mem_gb=1"]
-    launcher.append("hydra.launcher.slurm.cpus_per_task=1")
     folder = tmp_path / "multirun"
     args = (*SHORT_JOB, "data.chunk_size=128", "hydra.launcher.stack=true")
     args += ("model=paper,modern", "seed=0,1")
-    rc, out = sweep(slurm, team_server.uri, "cohorts", folder, *args, launcher=launcher)
+    rc, out = sweep(slurm, team_server.uri, "cohorts", folder, *args, launcher=COHORT_SLURM)
     assert rc == 0, out[-4000:]
     assert "Launching 4 jobs in 2 cohorts" in out, out[-4000:]
     _, parent, children = records(team_server.uri, "cohorts")
@@ -120,10 +121,8 @@ def test_cohorts_run_as_tasks_of_a_slurm_array(slurm, team_server, tmp_path):
 def test_a_cancelled_cohort_task_ends_its_members_killed_and_the_relaunch_continues_them(
     slurm, team_server, tmp_path
 ):
-    launcher = ["hydra/launcher=cohort_slurm", "hydra.launcher.slurm.mem_gb=1"]
-    launcher.append("hydra.launcher.slurm.cpus_per_task=1")
     args = (slurm, team_server.uri, "cohort_cancel", tmp_path / "multirun", *LONG_JOB, "seed=0,1")
-    proc = sweep(*args, wait=False, launcher=launcher)
+    proc = sweep(*args, wait=False, launcher=COHORT_SLURM)
     deadline = first_checkpoint(proc, tmp_path / "multirun")
     (task,) = slurm_tasks(slurm)  # one cohort of 2, one task
     subprocess.run(["scancel", task], env=slurm, check=True)
@@ -134,7 +133,7 @@ def test_a_cancelled_cohort_task_ends_its_members_killed_and_the_relaunch_contin
         time.sleep(1)
     _, _, members = records(team_server.uri, "cohort_cancel")
     assert {m.info.status for m in members} == {"KILLED"} and len(members) == 2
-    rc, out = sweep(*args, launcher=launcher)  # the same command: both continue
+    rc, out = sweep(*args, launcher=COHORT_SLURM)  # the same command: both continue
     assert rc == 0, out[-4000:]
     client, parent, children = records(team_server.uri, "cohort_cancel")
     assert parent.info.status == "FINISHED"
@@ -163,13 +162,7 @@ LONG_JOB += ["optimizer=sgd", "optimizer.lr=0.01", "trainer.enable_progress_bar=
 def first_checkpoint(proc, folder: Path) -> float:
     """Wait for job 0's first checkpoint (after its first epoch) while the sweep runs; the
     deadline for the rest of the test."""
-    checkpoint = folder / "0/checkpoints/last.ckpt"
-    deadline = time.time() + 900
-    while not checkpoint.is_file():
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
-        assert time.time() < deadline, "no checkpoint after 900 s"
-        time.sleep(0.2)
-    return deadline
+    return while_running(proc, (folder / "0/checkpoints/last.ckpt").is_file, poll=0.2)
 
 
 # scancel's default stop (SIGTERM), and issue 25's `--signal=KILL` (the out-of-memory
