@@ -118,8 +118,8 @@ def spread(plans: list[tuple[list[int], str]], workers: int) -> list[tuple[list[
     plans = list(plans)
     while len(plans) < workers:
         k = max(range(len(plans)), key=lambda i: len(plans[i][0]))
-        members, why = plans[k]
-        if len(members) < 2 or why.startswith("runs alone"):
+        members = plans[k][0]
+        if len(members) < 2:  # every cohort one job (a job that runs alone is one too)
             break
         half = (len(members) + 1) // 2
         for part in (members[:half], members[half:]):
@@ -233,7 +233,7 @@ class CohortLauncher(Launcher):
 
 
 def _cuda() -> bool:
-    import torch  # loaded already: grouping the jobs imported it (`signature`)
+    import torch  # mostly loaded already: grouping the jobs imports it (`signature`)
 
     return torch.cuda.is_available()
 
