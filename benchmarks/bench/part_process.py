@@ -37,7 +37,7 @@ from bench.common import (
 # Yardsticks, each a process that imports and leaves without Python's teardown (os._exit), as
 # lenet5-train now ends (lenet5.core.process.exit_now): the stack's own imports; the same with
 # MLflow's SQL store (SQLAlchemy, alembic), which a sqlite:// store imports beyond `import
-# mlflow`; and the bare loop's own (torch, numpy), for the floor that imports set.
+# mlflow`; and the bare loop's own (torch, numpy), for what the imports alone add to a run.
 QUICK_EXIT = "import os; os._exit(0)"
 STACK_IMPORTS = f"import torch, pytorch_lightning, mlflow, hydra; {QUICK_EXIT}"
 STORE_IMPORTS = f"import torch, pytorch_lightning, mlflow, hydra, mlflow.store.tracking.sqlalchemy_store; {QUICK_EXIT}"
@@ -127,7 +127,8 @@ def run(args) -> dict:
     imports = statistics.median(walls["imports"])
     # What importing the stack (with MLflow's SQL store) costs beyond the bare loop's imports,
     # against the bare loop's wall: the share of the ratio's budget that imports alone take.
-    extra = statistics.median(walls["imports_store"]) - statistics.median(walls["bare_imports"])
+    imports_store = statistics.median(walls["imports_store"])
+    extra = imports_store - statistics.median(walls["bare_imports"])
     return {
         "commands": {k: shlex.join(v) for k, v in commands.items()},
         "epochs": epochs,
@@ -139,8 +140,7 @@ def run(args) -> dict:
         "runs": runs,
         "median_stages": grouped,
         "first_step_over_imports": grouped["to first step"] - imports,
-        "first_step_over_imports_store": grouped["to first step"]
-        - statistics.median(walls["imports_store"]),
+        "first_step_over_imports_store": grouped["to first step"] - imports_store,
         "imports_over_bare_s": extra,
         "imports_over_bare_fraction": extra / statistics.median(walls["bare"]),
         "targets": {

@@ -185,9 +185,9 @@ def process_markdown(pr: dict) -> list[str]:
 
     ratio = pr["median_ratio"]
     yards = [k for k in YARDSTICKS if k in pr["wall_seconds"]]
-    floor = []
+    imports_line = []
     if "imports_over_bare_s" in pr:
-        floor = [
+        imports_line = [
             f"Imports alone: imports_store - bare_imports = {pr['imports_over_bare_s']:.2f} s, "
             f"{pr['imports_over_bare_fraction']:.2f} of the bare loop's wall, against the 0.20 "
             f"that the {tg['ratio']}x target leaves for every fixed second. The project adds "
@@ -219,7 +219,7 @@ def process_markdown(pr: dict) -> list[str]:
         + " | ".join(f"{med[k]:.2f}" for k in yards)
         + " |",
         "",
-        *floor,
+        *imports_line,
         "Where the project's run spends its time (medians of its `timings:` log line, "
         "`lenet5.core.stages`; imports = python+hydra (interpreter, Hydra, compose), "
         "config+torch, Lightning's and MLflow's imports):",
