@@ -179,6 +179,33 @@ def test_a_signal_that_library_code_turns_into_its_own_error_still_ends_the_run_
     assert process.stopped_by() is None  # and the stop forgotten: a later error is an error
 
 
+def test_a_stop_inside_a_store_read_does_not_lock_the_store_against_ending_the_run(
+    quick, store, client, tmp_path, monkeypatch
+):
+    # Seen in the chaos test: SIGTERM landed while MLflow read the store, and that read's
+    # cursor, alive in the traceback's frames, kept SQLite's shared lock. Ending the run KILLED
+    # then waited 20 s (MLflow's busy timeout) and failed "database is locked", leaving it
+    # RUNNING; the sweep's other processes waited on the same lock.
+    import sqlite3
+
+    from lenet5.tracking import runs
+
+    def reading_when_stopped(db: Path) -> None:
+        rows = sqlite3.connect(db).execute("select name from sqlite_master")
+        rows.fetchone()  # more rows to come: the read is open, the lock held
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    def recording(*args):
+        reading_when_stopped(tmp_path / "mlflow.db")
+
+    monkeypatch.setattr(runs, "_record_config", recording)
+    with pytest.raises(KeyboardInterrupt, match="signal SIGTERM"):
+        run([*quick, *store])
+    (rec,) = runs_of(client)
+    assert rec.info.status == "KILLED", rec.data.tags.get("failure_reason")
+
+
 # Two short epochs of one-thread, deterministic training: what the resume test compares.
 TWO_EPOCHS = [
     "trainer.max_epochs=2",

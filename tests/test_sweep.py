@@ -199,6 +199,31 @@ def test_a_failing_job_is_recorded_and_the_others_go_on(multirun, sweep_client):
     assert parent.data.metrics["children_failed"] == 3
 
 
+def test_a_worker_lost_after_its_run_finished_loses_nothing(multirun, sweep_client, monkeypatch):
+    # Seen in the chaos test: a worker killed between its run's end and handing back its result
+    # was counted lost; the sweep exited 1 with its parent FINISHED, and the same command then
+    # started a second sweep that ran every job again. Here each job's "worker" is lost as the
+    # parallel launcher finds it (lenet5.cli.launcher.lose), after its run FINISHED.
+    from lenet5.cli import launcher
+
+    ended = lenet5_sweep.MLflowSweep.on_job_end
+
+    def and_its_worker_lost(self, config, job_return, **kwargs):
+        where = {launcher.PID: str(os.getpid()), launcher.HOST: socket.gethostname()}
+        job = [(config.hydra.job.num, job_return.overrides)]
+        launcher.lose(job, "its worker process was killed by SIGKILL", where, "lenet5-0")
+        ended(self, config, job_return, **kwargs)
+
+    monkeypatch.setattr(lenet5_sweep.MLflowSweep, "on_job_end", and_its_worker_lost)
+    message, output = multirun("seed=0,1")
+    assert message is None, output[-3000:]
+    assert output.count("lost: its worker process was killed by SIGKILL") == 2  # as found
+    assert "2 job(s) FINISHED before their worker process ended" in output
+    parent, children = parent_and_children(sweep_client)
+    assert parent.info.status == "FINISHED"
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+
+
 def test_study_file_runs_scaled_down_from_the_shell(multirun, sweep_client):
     # The study's joblib launcher, with one worker: joblib then runs the jobs in this process.
     message, output = multirun("experiment=one_at_a_time", "seed=0", "hydra.launcher.n_jobs=1")

@@ -11,6 +11,7 @@ variable it set, and exits non-zero if any job did not finish.
 from __future__ import annotations
 
 import atexit
+import logging
 from contextlib import ExitStack
 from typing import Any
 
@@ -27,6 +28,8 @@ from lenet5.study.overrides import seed_sampler
 from lenet5.tracking import parent
 from lenet5.tracking.liveness import HEARTBEAT_S, Heartbeat
 from lenet5.tracking.stores import client_for, http_retries
+
+log = logging.getLogger(__name__)
 
 
 class MLflowSweep(Callback):
@@ -76,8 +79,18 @@ class MLflowSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self._close(None)
-        if summary and launcher.LOST:
-            lost = launcher.LOST[:]
+        lost = launcher.LOST[:]
+        if summary and lost and summary["finished"] == summary["expected"]:
+            # Every job's run FINISHED: the worker that was "lost" died after its run ended
+            # (between the run's end and handing back its result), so nothing is. Failing here
+            # would leave a FINISHED parent that the same command does not continue.
+            log.warning(
+                "%d job(s) FINISHED before their worker process ended (%s): nothing lost",
+                len(lost),
+                lost[0].reason,
+            )
+            lost = []
+        if summary and lost:
             raise SweepFailed(
                 f"sweep {summary['sweep_id']}: {len(lost)} job(s) lost, "
                 f"{lost[0].reason}{' (or the like)' if len(lost) > 1 else ''}: "

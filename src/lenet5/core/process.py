@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import NoReturn
@@ -33,6 +34,23 @@ def stopped_by() -> str | None:
     can be caught mid-way by the KeyboardInterrupt it raises and turn it into an error of its
     own (OmegaConf does, building a config); this tells that a stop, not a fault, ended it."""
     return _stopped_by
+
+
+def release_frames(error: BaseException) -> None:
+    """Drop the local variables of the finished frames that `error`, and every exception it
+    chains, passed through. A stop raised inside a read of the SQLite store keeps that read's
+    cursor alive in those frames, and with it SQLite's shared lock: every write to the store,
+    this process's own end of its run included, would wait for it and fail as "database is
+    locked" (seen in the chaos test, tests/test_isolation.py). Frames still running are kept."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__]
 
 
 @contextmanager

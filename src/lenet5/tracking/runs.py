@@ -204,6 +204,7 @@ def tracked_run(cfg: DictConfig, choices: dict, overrides: list[str]) -> Iterato
             client.log_artifacts(run_id, str(checkpoints), "checkpoints")
         client.set_terminated(run_id, "FINISHED")
     except BaseException as e:
+        process.release_frames(e)  # a stop inside a store read holds SQLite's lock through them
         lost = unreachable(cfg.mlflow.tracking_uri)
         if lost is not None:
             raise _server_lost(cfg, run_id, checkpoints, lost) from e
