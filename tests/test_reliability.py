@@ -152,6 +152,26 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
     assert "checkpoints/last.ckpt" in artifacts
 
 
+def test_a_stop_that_lands_where_python_drops_exceptions_is_delivered_again(capfd):
+    # Seen in the chaos test: SIGTERM landed in a weakref callback the garbage collector ran
+    # (SQLAlchemy's); Python printed "Exception ignored" and the stopped job trained on.
+    import weakref
+
+    from lenet5.core import process
+
+    class Owner:
+        pass
+
+    unraisable = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt, match="signal SIGTERM"), process.interrupts():
+        owner = Owner()
+        weakref.finalize(owner, os.kill, os.getpid(), signal.SIGTERM)
+        del owner  # the finaliser runs here, and the stop lands in it
+        time.sleep(30)  # the stop, sent again, ends this
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert sys.unraisablehook is unraisable  # put back
+
+
 def test_a_signal_that_library_code_turns_into_its_own_error_still_ends_the_run_killed(
     quick, store, client, monkeypatch
 ):

@@ -12,6 +12,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import NoReturn
 
 _stopped_by: str | None = None  # the signal that arrived inside `interrupts()`, if one did
@@ -53,6 +54,19 @@ def release_frames(error: BaseException) -> None:
         todo += [e.__cause__, e.__context__]
 
 
+def _dropped(hook, unraisable) -> None:
+    """`sys.unraisablehook` inside `interrupts()`. A stop that lands in a finaliser or in a
+    weakref callback the garbage collector runs (seen in the chaos test: SQLAlchemy's) is
+    dropped by Python there, with an "Exception ignored" traceback, and the work went on. The
+    signal is sent again, a moment later, to land in the code that runs next."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stopped_by is not None:
+        again = threading.Timer(0.01, os.kill, (os.getpid(), signal.Signals[_stopped_by]))
+        again.daemon = True
+        again.start()
+        return
+    hook(unraisable)
+
+
 @contextmanager
 def interrupts() -> Iterator[None]:
     """Ctrl-C (SIGINT) and SIGTERM (a scheduler's or `kill`'s stop) both unwind like Ctrl-C
@@ -73,6 +87,8 @@ def interrupts() -> Iterator[None]:
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = partial(_dropped, unraisable)
     try:
         yield
     except Exception as e:
@@ -83,6 +99,7 @@ def interrupts() -> Iterator[None]:
         raise _stop(_stopped_by) from e
     finally:
         _stopped_by = None  # the stop is handled: later errors in this process are errors
+        sys.unraisablehook = unraisable
         for sig, handler in before.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
