@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -275,6 +276,87 @@ def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make, devic
             for key, value in a.state[p].items():
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(b.state[q][key]))
         assert len(b.param_groups[0]["params"]) == 4  # its own group put back
+
+
+class Member:
+    """What a cohort's update reads of a member's LightningModule: its network, its loss, and
+    its optimizer as Lightning wraps it (the step counting around the plain step)."""
+
+    def __init__(self, net, optimizer):
+        self.model, self.loss = net, torch.nn.CrossEntropyLoss()
+        self.wrapped = SimpleNamespace(
+            optimizer=optimizer, _on_before_step=lambda: None, _on_after_step=self.count
+        )
+        self.steps = 0
+
+    def optimizers(self):
+        return self.wrapped
+
+    def count(self):
+        self.steps += 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-4),
+        lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
+        lambda ps, lr: SDLM(ps, lr=lr),
+    ],
+    ids=["adam", "sgd_momentum", "sdlm"],
+)
+def test_members_held_stacked_move_as_when_stacked_afresh_at_each_update(make):
+    """Held stacked (one optimizer step over the stacked tensors and states per group of alike
+    optimizers, written back at the end), the members' losses, parameters, gradients and
+    optimizer states come out bitwise where stacking afresh at each update and each member's
+    own step put them, across a release and a new hold too; a step hook is not held."""
+    from lenet5.training.cohort import _alike, _Held, _update
+
+    torch.manual_seed(0)
+    nets = [
+        torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        for _ in range(4)
+    ]
+    twins = [copy.deepcopy(n) for n in nets]
+    lrs = [0.01, 0.01, 0.01, 0.03]  # the last member's learning rate differs: its own group
+
+    def members(networks):
+        out = [
+            Member(n, make(list(n.parameters()), lr)) for n, lr in zip(networks, lrs, strict=True)
+        ]
+        for m in out:
+            if isinstance(m.wrapped.optimizer, SDLM):
+                for p in m.model.parameters():
+                    m.wrapped.optimizer.state[p]["h"] = torch.rand_like(p)
+        return out
+
+    afresh, held = members(nets), members(twins)
+    for a, b in zip(afresh, held, strict=True):
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            if "h" in a.wrapped.optimizer.state[p]:  # SDLM: the twins' curvature the same
+                b.wrapped.optimizer.state[q]["h"] = a.wrapped.optimizer.state[p]["h"].clone()
+    batches = [[(torch.randn(1, 8), torch.randint(0, 2, (1,))) for _ in range(4)] for _ in range(3)]
+    alike = _alike([m.wrapped.optimizer for m in afresh])
+    expected = [_update(afresh, batch, True, alike) for batch in batches]
+    holding = _Held.of(held)
+    assert holding is not None and [len(g) for g in holding.groups] == [3, 1]
+    losses = [holding.update(batch, True) for batch in batches[:2]]
+    holding.release()
+    holding = _Held.of(held)  # the states written back, held again
+    losses.append(holding.update(batches[2], True))
+    holding.release()
+    for a, b in zip(expected, losses, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(afresh, held, strict=True):
+        assert a.steps == b.steps == 3
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.equal(p, q) and torch.equal(p.grad, q.grad)
+            own, back = a.wrapped.optimizer.state[p], b.wrapped.optimizer.state[q]
+            assert own.keys() == back.keys() and own
+            for key, value in own.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(back[key])), key
+    held[1].wrapped.optimizer.register_step_post_hook(lambda *args: None)
+    assert _Held.of(held) is None  # stacked afresh at each update, each member's own step
 
 
 def test_a_member_whose_loss_diverges_fails_alone(store, client, tmp_path):
