@@ -219,7 +219,8 @@ def test_auto_n_jobs_splits_the_largest_cohorts_until_every_core_has_one():
     assert spread([([0], "runs alone: x")], 8) == [([0], "runs alone: x")]
 
 
-@pytest.mark.parametrize(
+# The optimizers a cohort steps as one: (parameters, learning rate) -> optimizer.
+OPTIMIZERS = pytest.mark.parametrize(
     "make",
     [
         lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-4),
@@ -228,6 +229,9 @@ def test_auto_n_jobs_splits_the_largest_cohorts_until_every_core_has_one():
     ],
     ids=["adam", "sgd_momentum", "sdlm"],
 )
+
+
+@OPTIMIZERS
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 def test_members_optimizers_alike_step_as_one_and_move_each_as_alone(make, device):
     """The members' optimizers of one class and settings step as one (one foreach step for
@@ -296,15 +300,7 @@ class Member:
         self.steps += 1
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-4),
-        lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
-        lambda ps, lr: SDLM(ps, lr=lr),
-    ],
-    ids=["adam", "sgd_momentum", "sdlm"],
-)
+@OPTIMIZERS
 def test_members_held_stacked_move_as_when_stacked_afresh_at_each_update(make):
     """Held stacked (one optimizer step over the stacked tensors and states per group of alike
     optimizers, written back at the end), the members' losses, parameters, gradients and

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -150,6 +151,32 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
     assert "failure_reason" in rec.data.tags
     artifacts = {f.path for f in client.list_artifacts(rec.info.run_id, "checkpoints")}
     assert "checkpoints/last.ckpt" in artifacts
+
+
+class StatusAtTest(pl.Callback):
+    """Writes to `out` the status of the run in the store when the test starts."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def on_test_start(self, trainer, pl_module):
+        logger = trainer.logger
+        self.out.write_text(logger.experiment.get_run(logger.run_id).info.status)
+
+
+def test_the_run_is_still_running_while_it_tests(quick, store, client, tmp_path):
+    # Seen in the chaos test: Lightning's MLflow logger ended the run FINISHED when fit ended;
+    # a worker killed during the test left a FINISHED run without a test error, and the
+    # sweep's relaunch skipped that job, then failed on the missing metric.
+    out = tmp_path / "status.txt"
+    callback = [
+        f"+callbacks.status._target_={__name__}.StatusAtTest",
+        f"+callbacks.status.out={out}",
+    ]
+    run([*quick, *store, *callback])
+    assert out.read_text() == "RUNNING"
+    (rec,) = runs_of(client)
+    assert rec.info.status == "FINISHED" and "test/error" in rec.data.metrics
 
 
 def test_a_stop_that_lands_where_python_drops_exceptions_is_delivered_again(capfd):

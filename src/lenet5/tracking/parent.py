@@ -102,7 +102,11 @@ def earlier_attempt(cfg: DictConfig, into: Path) -> Earlier | None:
     orphans = liveness.stale_runs(twins)
     liveness.reap(client, orphans, by="the relaunch of its sweep")
     taken = {o.run_id for o in orphans}
-    finished = [r for r in twins if r.info.status == "FINISHED"]
+    # FINISHED with its test error: an older release's Lightning logger marked a run FINISHED
+    # when fit ended, so one killed during its test has none, and runs again.
+    finished = [
+        r for r in twins if r.info.status == "FINISHED" and names.TEST_ERROR in r.data.metrics
+    ]
     if finished:
         log.info("skipping: run %s already FINISHED this job", finished[0].info.run_id)
         metrics = finished[0].data.metrics
