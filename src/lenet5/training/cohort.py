@@ -301,6 +301,8 @@ class _Held:
             for gi in range(len(groups))
         ]
         self.stepped = [[self.leaves[gi][n] for n in states[gi]] for gi in range(len(groups))]
+        self.wrapped = [m.optimizers() for m in modules]  # Lightning's, which count the steps
+        self.firsts = [self.wrapped[g[0]].optimizer for g in groups]  # one steps each group
 
     @classmethod
     def of(cls, modules: list) -> _Held | None:
@@ -330,40 +332,19 @@ class _Held:
 
     def update(self, batches: list[tuple], one_loss: bool) -> torch.Tensor:
         """One update of each member on its own batch (in the members' order); their losses."""
-        base = self.modules[0]
-        xs = torch.stack([batches[i][0] for i in self.order])
-        ys = [batches[i][1] for i in self.order]
-
-        def forward(p, b, x):
-            return functional_call(base.model, (p, b), (x,), tie_weights=False)
-
-        try:
-            scores = vmap(forward)(self._forward_params(), self.buffers, xs)
-        except Exception as e:  # a user's block vmap cannot batch: nothing was updated yet
-            raise _Unstackable(f"vmap cannot run the network: {type(e).__name__}: {e}") from e
-        if one_loss:
-            losses = vmap(base.loss)(scores, torch.stack(ys))
-        else:
-            pairs = enumerate(zip((self.modules[i] for i in self.order), ys, strict=True))
-            losses = torch.stack([m.loss(scores[k], y) for k, (m, y) in pairs])
+        batches = [batches[i] for i in self.order]
+        members = [self.modules[i] for i in self.order]
+        losses = _losses(members, self._forward_params(), self.buffers, batches, one_loss)
         for leaves in self.leaves:  # as each optimizer's zero_grad() (set_to_none)
             for leaf in leaves.values():
                 leaf.grad = None
         losses.sum().backward()
-        counters = [m.optimizers() for m in self.modules]
-        for opt in counters:
-            getattr(opt, STEP_COUNTERS[0])()
-        for g, stepped, state in zip(self.groups, self.stepped, self.states, strict=True):
-            first = self.modules[g[0]].optimizers().optimizer
-            own_groups, own_state = first.param_groups, first.state
-            first.param_groups = [{**own_groups[0], "params": stepped}]
-            first.state = state
-            try:
-                first.step()
-            finally:
-                first.param_groups, first.state = own_groups, own_state
-        for opt in counters:
-            getattr(opt, STEP_COUNTERS[1])()
+
+        def step() -> None:
+            for first, stepped, state in zip(self.firsts, self.stepped, self.states, strict=True):
+                _step_as(first, stepped, state)
+
+        _counted(self.wrapped, step)
         return losses.detach()[self.back]
 
     def release(self) -> None:
@@ -371,7 +352,7 @@ class _Held:
         with torch.no_grad():
             for g, leaves, state in zip(self.groups, self.leaves, self.states, strict=True):
                 for j, i in enumerate(g):
-                    optimizer = self.modules[i].optimizers().optimizer
+                    optimizer = self.wrapped[i].optimizer
                     for n, leaf in leaves.items():
                         p = self.params[i][n]
                         p.copy_(leaf[j])
@@ -440,10 +421,30 @@ def _update(modules: list, batches: list[tuple], one_loss: bool, alike: list[lis
     """One update of each module on its own batch; the members' losses (detached, stacked).
     `one_loss`: the members' losses are alike (`_losses_alike`), one vmap computes them;
     `alike`: their optimizers in groups that step as one (`_alike`)."""
-    base = modules[0].model
     params, buffers = zip(*(_tensors(m) for m in modules), strict=True)
     stacked = {n: torch.stack([p[n] for p in params]) for n in params[0]}
     stacked_buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
+    losses = _losses(modules, stacked, stacked_buffers, batches, one_loss)
+    for params_ in params:  # as each optimizer's zero_grad() (set_to_none), without its hooks
+        for p in params_.values():
+            p.grad = None
+    losses.sum().backward()
+
+    def step() -> None:
+        for same in alike:
+            _step_together(same)
+
+    _counted([m.optimizers() for m in modules], step)
+    return losses.detach()
+
+
+def _losses(
+    modules: list, params: dict, buffers: dict, batches: list[tuple], one_loss: bool
+) -> torch.Tensor:
+    """Each member's loss on its own batch (member k: row k of the stacked `params` and
+    `buffers`, `batches[k]`): one vmap forward of the first member's network, then the
+    losses, as one vmap where they are alike (`one_loss`)."""
+    base = modules[0].model
     xs = torch.stack([x for x, _ in batches])
 
     def forward(p, b, x):
@@ -452,27 +453,24 @@ def _update(modules: list, batches: list[tuple], one_loss: bool, alike: list[lis
         return functional_call(base, (p, b), (x,), tie_weights=False)
 
     try:
-        scores = vmap(forward)(stacked, stacked_buffers, xs)
+        scores = vmap(forward)(params, buffers, xs)
     except Exception as e:  # a user's block vmap cannot batch: nothing was updated yet
         raise _Unstackable(f"vmap cannot run the network: {type(e).__name__}: {e}") from e
     ys = [y for _, y in batches]
     if one_loss:
-        losses = vmap(modules[0].loss)(scores, torch.stack(ys))
-    else:
-        pairs = enumerate(zip(modules, ys, strict=True))
-        losses = torch.stack([m.loss(scores[k], y) for k, (m, y) in pairs])
-    optimizers = [m.optimizers() for m in modules]
-    for params_ in params:  # as each optimizer's zero_grad() (set_to_none), without its hooks
-        for p in params_.values():
-            p.grad = None
-    losses.sum().backward()
-    for opt in optimizers:
+        return vmap(modules[0].loss)(scores, torch.stack(ys))
+    pairs = enumerate(zip(modules, ys, strict=True))
+    return torch.stack([m.loss(scores[k], y) for k, (m, y) in pairs])
+
+
+def _counted(wrapped: list, step: Callable[[], None]) -> None:
+    """`step()`, inside each member's Lightning step counting (`STEP_COUNTERS`: its
+    `global_step` counts the update as its solo run's does)."""
+    for opt in wrapped:
         getattr(opt, STEP_COUNTERS[0])()
-    for same in alike:
-        _step_together(same)
-    for opt in optimizers:
+    step()
+    for opt in wrapped:
         getattr(opt, STEP_COUNTERS[1])()
-    return losses.detach()
 
 
 def _losses_alike(losses: list[nn.Module]) -> bool:
@@ -513,17 +511,24 @@ def _step_together(optimizers: list) -> None:
     if len(optimizers) == 1:
         first.step()
         return
-    own_groups, own_state = first.param_groups, first.state
     params = [p for opt in optimizers for p in opt.param_groups[0]["params"]]
-    state = type(own_state)(dict)  # the members' state dicts themselves, updated in place
+    state = type(first.state)(dict)  # the members' state dicts themselves, updated in place
     for opt in optimizers:
         state.update(opt.state)
-    first.param_groups, first.state = [{**own_groups[0], "params": params}], state
-    try:
-        first.step()
-    finally:
-        first.param_groups, first.state = own_groups, own_state
+    _step_as(first, params, state)
     for opt in optimizers:  # state made by this step (a first step): to its own optimizer
         for p in opt.param_groups[0]["params"]:
             if p in state:
                 opt.state[p] = state[p]
+
+
+def _step_as(optimizer, params: list, state: dict) -> None:
+    """One step of `optimizer` with its settings over `params` and `state` in place of its
+    own (put back after): how one optimizer steps a group of alike members."""
+    own_groups, own_state = optimizer.param_groups, optimizer.state
+    optimizer.param_groups = [{**own_groups[0], "params": params}]
+    optimizer.state = state
+    try:
+        optimizer.step()
+    finally:
+        optimizer.param_groups, optimizer.state = own_groups, own_state
