@@ -1,31 +1,35 @@
 """Seeds where they are needed: a study's comparisons looked at after each round of seeds,
 each one stopped as soon as its verdict is reached, with the family-wise error kept.
 
-The design (group-sequential, alpha spent over the looks; Lan & DeMets 1983 for spending
-functions, Jennison & Turnbull 2000 for the field):
+The design (repeated confidence intervals: Jennison & Turnbull 1989, and their 2000 book
+"Group Sequential Methods with Applications to Clinical Trials", ch. 9):
 
 - The looks are fixed before any run: seed counts n_1 < n_2 < ... < n_K (`schedule`), e.g.
-  3, 5, 8, 12, 20 for `study.seeds: {min: 3, max: 20}`. A comparison that is still open after
-  look k gets seeds up to n_{k+1}; one that is resolved gets no more.
-- The error rate alpha is spent over the looks: look k gets
-  alpha_k = alpha * (F(n_k) - F(n_{k-1})), with F(n) = (n / n_K) ** rho (`spend`). rho > 1
-  keeps most of it for the late looks, where the t quantile is small (O'Brien-Fleming's
-  shape); rho = 1 spends it in proportion to the seeds (close to Pocock's).
-- Over the study's m comparisons, each look's share is split evenly (Bonferroni): a
-  comparison's interval at look k is the paired t interval of its first n_k per-seed
-  differences at level 1 - alpha_k / m, and its verdict is `inference.verdict`'s
-  (equivalent, worse, better, or too wide to conclude) against the study's margin.
+  3, 4, 5, 7, 9, 12, 15, 19, 20 for `study.seeds: {min: 3, max: 20}`. A comparison that is
+  still open after look k gets seeds up to n_{k+1}; one that is resolved gets no more.
+- Each comparison gets alpha / m of the family-wise error (Bonferroni over the study's m
+  comparisons). Its interval at look k is the paired t interval of its first n_k per-seed
+  differences at level 1 - a_k, and its verdict is `inference.verdict`'s (equivalent, worse,
+  better, or too wide to conclude) against the study's margin.
+- The levels (`levels`) are a_k = c * (n_k / n_K) ** SHAPE: with SHAPE 1 the early looks,
+  whose t quantiles with few degrees of freedom are wide anyway, get less than the late ones.
+  c is the largest value for which the K intervals of one comparison all cover its true
+  difference with probability at least 1 - alpha / m. For normal per-seed differences that
+  probability depends on nothing but the looks (the t statistics of the first n_k seeds
+  are pivotal), so c is found once per schedule by simulating those t statistics: 2^18
+  paths, and the quantile taken two binomial standard errors on the safe side of alpha / m.
 
 Why the error is kept, whatever the data decide. Every wrong verdict needs an interval that
 misses the true difference: "worse" or "better" when it is 0, "equivalent" when it is
-margin or more away. The interval of comparison j at look k is a fixed-n interval of the
-first n_k seeds (the seeds are 0, 1, 2, ... in order, whatever was decided before), so it
-misses with probability alpha_k / m, whether or not the study reached that look. By the
-union bound over the m comparisons and K looks, the chance of any wrong verdict is at most
-sum_k sum_j alpha_k / m = alpha. This is looser than the boundaries that use the
-correlation between looks, and holds for any schedule and any stopping rule; it assumes the
-per-seed differences are independent and normal, which `benchmarks/error_rates.py` checks
-by simulation with spreads like the measured ones, together with the coverage.
+margin or more away. The intervals of one comparison at all its looks cover together with
+probability 1 - alpha / m, so whichever look the study stops it at, and for whatever reason,
+its verdict is wrong with probability at most alpha / m; by the union bound over the m
+comparisons, the chance of any wrong verdict is at most alpha. Calibrating the looks of one
+comparison jointly, instead of splitting alpha / m over them (a union bound over the looks
+too), uses how strongly the looks of nested seeds agree: the intervals are narrower at the
+same error. It assumes the per-seed differences are independent and normal, which
+`benchmarks/error_rates.py` checks by simulation with spreads like the measured ones,
+together with the coverage.
 
 A comparison also stops, as still open, when even the last look could not resolve it
 (`futile`): at its spread so far, the last look's interval would be wider than the room the
@@ -35,27 +39,29 @@ sits near the margin, which no affordable number of seeds resolves.
 
 Looking again with a fixed-n 95% interval at each round instead, until it excludes 0,
 inflates the error rate (the simulation measures by how much), which is why the levels here
-shrink with the number of looks.
+are calibrated to the number of looks.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from lenet5.report.inference import Contrast, per_seed, t_crit, verdict
 from lenet5.report.stats import Run
 from lenet5.report.tuning import Cell, arm_name, group, is_simple, select
 
 RESOLVED = ("equivalent", "worse", "better")
-GROWTH = 1.5  # each look has about 1.5x the seeds of the one before
-RHO = 3.0  # spending shape: see `spend`; chosen by benchmarks/error_rates.py
+GROWTH = 1.25  # each look has about 1.25x the seeds of the one before
+SHAPE = 1.0  # the looks' levels grow as (n_k / n_K) ** SHAPE: see `levels`
+PATHS = 1 << 18  # simulated paths that calibrate `levels`
 HOPE = 1.0  # standard errors of optimism before a comparison is given up (`futile`)
 
 
 def schedule(least: int, most: int, growth: float = GROWTH) -> list[int]:
     """The seed counts at which a study looks: `least`, then about `growth` times more each
-    time (at least one more), ending at `most`: (3, 20) -> [3, 5, 8, 12, 18, 20]."""
+    time (at least one more), ending at `most`: (3, 20) -> [3, 4, 5, 7, 9, 12, 15, 19, 20]."""
     if least < 2:
         raise ValueError(f"study.seeds.min is {least}: an interval needs at least 2 seeds")
     if most < least:
@@ -66,12 +72,32 @@ def schedule(least: int, most: int, growth: float = GROWTH) -> list[int]:
     return looks
 
 
-def spend(looks: list[int], alpha: float = 0.05, rho: float = RHO) -> list[float]:
-    """The share of `alpha` each look may spend: alpha * (F(n_k) - F(n_{k-1})),
-    F(n) = (n / n_K) ** rho; they sum to alpha."""
-    last = looks[-1]
-    spent = [alpha * (n / last) ** rho for n in looks]
-    return [b - a for a, b in zip([0.0, *spent], spent, strict=False)]
+@lru_cache(maxsize=64)  # one calibration per schedule; the simulation asks millions of times
+def levels(looks: tuple[int, ...], alpha: float, shape: float = SHAPE) -> tuple[float, ...]:
+    """The two-sided error a_k of each look's interval of one comparison, a_k = c * (n_k /
+    n_K) ** shape, with c such that some look's interval misses the true difference with
+    probability at most `alpha` (normal per-seed differences; one look: a_1 = alpha)."""
+    if len(looks) == 1:
+        return (alpha,)
+    import numpy as np
+    from scipy.stats import t  # deferred: scipy.stats takes half a second to import
+
+    n = np.asarray(looks)
+    weight = (n / n[-1]) ** shape
+    rng = np.random.default_rng(0)  # fixed: the same levels for a schedule everywhere
+    worst = []  # per path: the smallest c at which some look's interval misses
+    for _ in range(PATHS // 8192):
+        z = rng.standard_normal((8192, n[-1]))
+        total, squares = np.cumsum(z, 1)[:, n - 1], np.cumsum(z * z, 1)[:, n - 1]
+        mean = total / n
+        sd = np.sqrt((squares - n * mean * mean) / (n - 1))
+        p = 2 * t.sf(np.abs(mean) / (sd / np.sqrt(n)), n - 1)
+        worst.append((p / weight).min(1))
+    worst = np.sort(np.concatenate(worst))
+    # Two binomial standard errors below alpha's count: the calibration's own noise on the
+    # safe side.
+    k = math.floor(alpha * PATHS - 2 * math.sqrt(alpha * PATHS))
+    return tuple(float(a) for a in worst[max(k, 0)] * weight)
 
 
 @dataclass(frozen=True)
@@ -110,23 +136,22 @@ def decide(
     looks: list[int],
     margin: float,
     alpha: float = 0.05,
-    rho: float = RHO,
+    shape: float = SHAPE,
     hope: float | None = HOPE,
 ) -> list[Outcome]:
     """Each comparison's outcome, walking the looks in order: `diffs[j]` holds comparison j's
     per-seed differences (arm minus baseline, paired by seed), seeds in order; a comparison
     stops at the first look whose interval gives a verdict, at a look where it is `futile`
     (unless `hope` is None), or at the last look its seeds reach (then still open)."""
-    shares = spend(looks, alpha, rho)
-    m = len(diffs)
-    last_level = 1 - shares[-1] / m
+    errors = levels(tuple(looks), alpha / len(diffs), shape)
+    last_level = 1 - errors[-1]
     out = []
     for d in diffs:
         result = Outcome("n too small", 0, len(d), None)
-        for k, (n, a) in enumerate(zip(looks, shares, strict=True), start=1):
+        for k, (n, a) in enumerate(zip(looks, errors, strict=True), start=1):
             if len(d) < n:
                 break
-            c = per_seed(d[:n], 1 - a / m)
+            c = per_seed(d[:n], 1 - a)
             result = Outcome(verdict(c, margin), k, n, c)
             if result.resolved:
                 break
@@ -191,8 +216,8 @@ def verdict_lines(
         return []
     outs = decide(list(diffs.values()), looks, margin, alpha, hope=hope)
     lines = [
-        f"Adaptive seeds (looks at {', '.join(map(str, looks))} seeds; alpha {alpha:g} spent "
-        f"over the looks and split over the {len(diffs)} comparisons; margin {margin:g}):"
+        f"Adaptive seeds (looks at {', '.join(map(str, looks))} seeds; alpha {alpha:g} split "
+        f"over the {len(diffs)} comparisons, each calibrated over the looks; margin {margin:g}):"
     ]
     for cell, o in zip(diffs, outs, strict=True):
         c = o.contrast
