@@ -231,7 +231,7 @@ def render(results: dict, studies: int, elapsed: float, seed: int) -> list[str]:
         "",
         f"Each study: a baseline and 4 arms, seed spreads as measured (points: baseline {BASE_SD},",
         "arms " + ", ".join(f"{k} {sd}" for k, (_, sd) in ARMS.items()) + f"); margin {MARGIN};",
-        "alpha 0.05 (one scenario has a baseline and one arm: the textbook comparison of a",
+        f"alpha {ALPHA} (one scenario has a baseline and one arm: the textbook comparison of a",
         "sequential design with a fixed one; with an effect in every arm, ReLU's spread is the",
         f"softmax arm's, else no design could resolve it). Adaptive: `report.sequential`, looks at {looks}",
         f"seeds (study.seeds min {LEAST}, max {MOST}), each comparison's levels calibrated over",
